@@ -1,0 +1,311 @@
+//! The TOML configuration: interfaces, feeds, rules and named lists.
+//!
+//! Paths in the file are relative to the file's own directory. Every rule
+//! expression keeps its position in the file, so a diagnostic can point at
+//! the line and column of the offending token.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Attach mode of the XDP program.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// In the driver, before the kernel allocates a socket buffer.
+    Native,
+    /// Generic XDP, after the socket buffer exists; works on every driver.
+    Skb,
+    /// Native where the driver supports it, otherwise skb with a warning.
+    #[default]
+    Auto,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+            AttachMode::Auto => "auto",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub mode: AttachMode,
+}
+
+/// Feed file formats.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedFormat {
+    /// One address or prefix a line, with `#` and `;` comments.
+    List,
+    /// One JSON object a line in intelwall's schema.
+    Jsonl,
+}
+
+impl fmt::Display for FeedFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FeedFormat::List => "list",
+            FeedFormat::Jsonl => "jsonl",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    pub name: String,
+    /// Resolved against the config file's directory by [`Config::load`].
+    pub path: PathBuf,
+    /// Detected from the content when absent.
+    pub format: Option<FeedFormat>,
+    /// Attributes given to every indicator of the feed, added to those the
+    /// feed's own lines carry.
+    #[serde(default)]
+    pub attacker_names: Vec<String>,
+    #[serde(default)]
+    pub attacker_countries: Vec<String>,
+    #[serde(default)]
+    pub target_countries: Vec<String>,
+    #[serde(default)]
+    pub target_industries: Vec<String>,
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// Score for indicators whose line gives none, 0 to 100.
+    pub score: Option<u8>,
+    /// Turns any rejected line into a failure of the whole feed.
+    #[serde(default)]
+    pub strict: bool,
+    /// Accepts `/0` prefixes, which would otherwise be rejected.
+    #[serde(default)]
+    pub allow_default_route: bool,
+}
+
+/// What a matching rule does to the packet.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Drop,
+    Allow,
+    Tag,
+    /// Counted, never decides the fate.
+    Log,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Drop => "drop",
+            Action::Allow => "allow",
+            Action::Tag => "tag",
+            Action::Log => "log",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub expression: Spanned<String>,
+    pub action: Action,
+    /// Packet mark for `tag` rules.
+    #[serde(default)]
+    pub mark: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, rename = "interface")]
+    interfaces: Vec<InterfaceConfig>,
+    #[serde(default, rename = "feed")]
+    feeds: Vec<FeedConfig>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleConfig>,
+    #[serde(default)]
+    lists: BTreeMap<String, Vec<String>>,
+}
+
+/// A loaded configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    /// The file's text, kept to locate rule expressions in diagnostics.
+    pub text: String,
+    pub interfaces: Vec<InterfaceConfig>,
+    pub feeds: Vec<FeedConfig>,
+    pub rules: Vec<RuleConfig>,
+    pub lists: BTreeMap<String, Vec<String>>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, text)
+    }
+
+    pub fn parse(path: &Path, text: String) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(&text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_column(&text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message: error.message().to_owned(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = Config {
+            path: path.to_owned(),
+            text,
+            interfaces: raw.interfaces,
+            feeds: raw.feeds,
+            rules: raw.rules,
+            lists: raw.lists,
+        };
+        for feed in &mut config.feeds {
+            if feed.path.is_relative() {
+                feed.path = base.join(&feed.path);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for feed in &self.feeds {
+            if !names.insert(("feed", feed.name.as_str())) {
+                return Err(self.invalid_at(&feed.name, format!("duplicate feed name `{}`", feed.name)));
+            }
+            if feed.score.is_some_and(|score| score > 100) {
+                return Err(self.invalid_at(
+                    &feed.name,
+                    format!("feed `{}`: score must be 0 to 100", feed.name),
+                ));
+            }
+        }
+        for rule in &self.rules {
+            if !names.insert(("rule", rule.name.as_str())) {
+                return Err(self.invalid_at(&rule.name, format!("duplicate rule name `{}`", rule.name)));
+            }
+            if rule.action == Action::Tag && rule.mark == 0 {
+                return Err(self.invalid_at(
+                    &rule.name,
+                    format!("rule `{}`: action \"tag\" needs a non-zero `mark`", rule.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error located at the first occurrence of `needle` as a quoted value.
+    fn invalid_at(&self, needle: &str, message: String) -> ConfigError {
+        let offset = self
+            .text
+            .find(&format!("\"{needle}\""))
+            .or_else(|| self.text.find(&format!("'{needle}'")))
+            .unwrap_or(0);
+        let (line, column) = line_column(&self.text, offset);
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// Where the text of a rule's expression starts in the file: the byte
+    /// offset just after the opening quote, and whether the string is a
+    /// literal one (no escapes, so offsets inside map one to one).
+    pub fn expression_origin(&self, rule: &RuleConfig) -> ExpressionOrigin {
+        let span: Range<usize> = rule.expression.span();
+        let raw = &self.text[span.clone()];
+        let quote_len = if raw.starts_with("'''") || raw.starts_with("\"\"\"") {
+            3
+        } else {
+            1
+        };
+        let literal = raw.starts_with('\'');
+        let mut start = span.start + quote_len;
+        // A multi-line string drops the newline right after its opening quotes.
+        if quote_len == 3 && self.text[start..].starts_with('\n') {
+            start += 1;
+        }
+        ExpressionOrigin {
+            path: self.path.clone(),
+            start,
+            exact: literal,
+            text: self.text.clone(),
+        }
+    }
+}
+
+/// Locates an expression inside the config file, for diagnostics.
+#[derive(Clone, Debug)]
+pub struct ExpressionOrigin {
+    pub path: PathBuf,
+    /// Byte offset in the file of the expression's first character.
+    pub start: usize,
+    /// Whether byte offsets in the expression map one to one onto the file;
+    /// false for basic strings, whose escapes shift columns.
+    pub exact: bool,
+    text: String,
+}
+
+impl ExpressionOrigin {
+    /// Line and column (both from 1) in the config file of a byte offset
+    /// within the expression.
+    pub fn position(&self, offset_in_expression: usize) -> (usize, usize) {
+        let offset = if self.exact {
+            self.start + offset_in_expression
+        } else {
+            self.start
+        };
+        line_column(&self.text, offset.min(self.text.len()))
+    }
+}
+
+/// Line and column, both counted from 1, of a byte offset in `text`.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
