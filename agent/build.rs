@@ -29,8 +29,15 @@ fn main() {
 
 fn build_object() -> PathBuf {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("agent/ sits in the workspace root");
-    for watched in ["xdp-ebpf/src", "xdp-ebpf/Cargo.toml", "common/src", "common/Cargo.toml"] {
+    let root = manifest_dir
+        .parent()
+        .expect("agent/ sits in the workspace root");
+    for watched in [
+        "xdp-ebpf/src",
+        "xdp-ebpf/Cargo.toml",
+        "common/src",
+        "common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let target_dir = root.join("target").join("bpf");
@@ -43,7 +50,14 @@ fn build_object() -> PathBuf {
     let mut command = Command::new(cargo);
     command
         .current_dir(root.join("xdp-ebpf"))
-        .args(["build", "--release", "--target", TARGET, "-Z", "build-std=core"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "-Z",
+            "build-std=core",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTC", &rustc)
@@ -67,7 +81,10 @@ fn build_object() -> PathBuf {
     if !status.success() {
         panic!("building the XDP program failed ({status}); see the compiler output above");
     }
-    target_dir.join(TARGET).join("release").join("intelwall-xdp")
+    target_dir
+        .join(TARGET)
+        .join("release")
+        .join("intelwall-xdp")
 }
 
 /// The compiler for the kernel crate, or a sentence naming what is missing.
@@ -91,7 +108,10 @@ fn kernel_rustc() -> Result<PathBuf, String> {
         }
         return Err("rustup nightly has no rust-src component, and Debian's rustc-web with rust-web-src is not installed".into());
     }
-    Err("neither Debian's rustc-web with rust-web-src nor a rustup nightly toolchain is installed".into())
+    Err(
+        "neither Debian's rustc-web with rust-web-src nor a rustup nightly toolchain is installed"
+            .into(),
+    )
 }
 
 /// PATH with cargo's bin directory in front, where `cargo install` puts

@@ -211,7 +211,9 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for feed in &self.feeds {
             if !names.insert(("feed", feed.name.as_str())) {
-                return Err(self.invalid_at(&feed.name, format!("duplicate feed name `{}`", feed.name)));
+                return Err(
+                    self.invalid_at(&feed.name, format!("duplicate feed name `{}`", feed.name))
+                );
             }
             if feed.score.is_some_and(|score| score > 100) {
                 return Err(self.invalid_at(
@@ -222,12 +224,17 @@ impl Config {
         }
         for rule in &self.rules {
             if !names.insert(("rule", rule.name.as_str())) {
-                return Err(self.invalid_at(&rule.name, format!("duplicate rule name `{}`", rule.name)));
+                return Err(
+                    self.invalid_at(&rule.name, format!("duplicate rule name `{}`", rule.name))
+                );
             }
             if rule.action == Action::Tag && rule.mark == 0 {
                 return Err(self.invalid_at(
                     &rule.name,
-                    format!("rule `{}`: action \"tag\" needs a non-zero `mark`", rule.name),
+                    format!(
+                        "rule `{}`: action \"tag\" needs a non-zero `mark`",
+                        rule.name
+                    ),
                 ));
             }
         }

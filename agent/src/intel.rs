@@ -59,7 +59,10 @@ impl Attribute {
 
     /// Whether values are ISO 3166-1 alpha-2 country codes.
     pub const fn is_country(self) -> bool {
-        matches!(self, Attribute::AttackerCountries | Attribute::TargetCountries)
+        matches!(
+            self,
+            Attribute::AttackerCountries | Attribute::TargetCountries
+        )
     }
 }
 

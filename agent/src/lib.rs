@@ -3,9 +3,14 @@
 //! The pipeline: [`feed`] parsers fill the [`intel`] store; [`rule`]
 //! expressions are parsed and type-checked; [`compile`] turns rules and intel
 //! into a map image; [`dataplane`] loads the XDP program and writes the image
-//! into its maps.
+//! into its maps. [`pipeline`] strings these together for the [`cli`].
 
+pub mod cli;
+pub mod compile;
 pub mod config;
+pub mod dataplane;
 pub mod feed;
 pub mod intel;
+pub mod pipeline;
+pub mod report;
 pub mod rule;

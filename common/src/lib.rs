@@ -121,9 +121,12 @@ pub enum PathCounter {
     VlanDepth = 6,
     /// An IPv4 header length below 5 words, or a wrong IP version nibble.
     BadHeader = 7,
+    /// IPv6 neighbour discovery (ICMPv6 types 133 to 137), which always
+    /// passes so that address resolution keeps working whatever is listed.
+    NeighbourDiscovery = 8,
 }
 
-pub const PATH_COUNTER_SLOTS: u32 = 8;
+pub const PATH_COUNTER_SLOTS: u32 = 9;
 
 impl PathCounter {
     pub const ALL: [PathCounter; PATH_COUNTER_SLOTS as usize] = [
@@ -135,6 +138,7 @@ impl PathCounter {
         PathCounter::Truncated,
         PathCounter::VlanDepth,
         PathCounter::BadHeader,
+        PathCounter::NeighbourDiscovery,
     ];
 
     /// Name used in logs, JSON and metrics.
@@ -148,6 +152,7 @@ impl PathCounter {
             PathCounter::Truncated => "truncated",
             PathCounter::VlanDepth => "vlan_depth",
             PathCounter::BadHeader => "bad_header",
+            PathCounter::NeighbourDiscovery => "neighbour_discovery",
         }
     }
 

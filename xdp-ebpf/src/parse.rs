@@ -18,6 +18,12 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
+const IPPROTO_ICMPV6: u8 = 58;
+/// ICMPv6 router solicitation to redirect: the neighbour discovery messages.
+const ND_FIRST_TYPE: u8 = 133;
+const ND_LAST_TYPE: u8 = 137;
+const IPV6_NEXT_HEADER_OFFSET: usize = 6;
+
 /// Offset of the source address inside each IP header.
 const IPV4_SOURCE_OFFSET: usize = 12;
 const IPV6_SOURCE_OFFSET: usize = 8;
@@ -110,8 +116,21 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Parsed {
     if version_byte >> 4 != 6 {
         return Parsed::Skipped(PathCounter::BadHeader);
     }
+    let Some(next_header) = read::<u8>(ctx, offset + IPV6_NEXT_HEADER_OFFSET) else {
+        return Parsed::Skipped(PathCounter::Truncated);
+    };
     if ptr_at::<[u8; IPV6_HEADER_LEN]>(ctx, offset).is_none() {
         return Parsed::Skipped(PathCounter::Truncated);
+    }
+    // Neighbour discovery is sent straight to ICMPv6 in practice, so only the
+    // fixed header's next header is checked. NOTE: a message behind extension
+    // headers is judged like any other packet.
+    if next_header == IPPROTO_ICMPV6 {
+        if let Some(icmp_type) = read::<u8>(ctx, offset + IPV6_HEADER_LEN) {
+            if (ND_FIRST_TYPE..=ND_LAST_TYPE).contains(&icmp_type) {
+                return Parsed::Skipped(PathCounter::NeighbourDiscovery);
+            }
+        }
     }
     match read::<[u8; 16]>(ctx, offset + IPV6_SOURCE_OFFSET) {
         Some(source) => Parsed::V6(source),

@@ -1,0 +1,446 @@
+//! Compiles rules and intel into a map image.
+//!
+//! Every distinct predicate that the rules use gets one bit. Each map entry
+//! (an indicator, or a prefix a rule names through `ip.src`) gets the bitmask
+//! of the predicates that hold for it, evaluated over its own sightings plus
+//! those of every prefix that contains it. Each distinct bitmask is a class.
+//! The agent evaluates every rule once per class and stores the resulting
+//! fate in the class table, so the kernel does one table read per packet
+//! whatever the number of rules.
+//!
+//! An entry is written to the maps only when its class differs from the
+//! class a lookup would find without it (that of its nearest enclosing
+//! prefix, or the class of an address in no map). The empty record may set
+//! bits too: `all(...)` over no values is true.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use intelwall_common::{COVER_V4_ENTRIES, ClassEntry, Fate, MAX_CLASSES, cover};
+use ipnet::IpNet;
+use jiff::Timestamp;
+
+use crate::config::Action;
+use crate::intel::{Intel, Sighting};
+use crate::rule::{AddressView, Expr, Predicate};
+
+/// Predicates a compilation may use: the width of a class bitmask.
+pub const MAX_PREDICATES: usize = 128;
+
+/// A bitmask of predicates, bit `i` for `Compiled::predicates[i]`.
+pub type Bits = u128;
+
+/// A rule ready to compile: name, checked expression, what it does.
+#[derive(Clone, Debug)]
+pub struct RuleSpec {
+    pub name: String,
+    /// The expression as written in the config.
+    pub source: String,
+    pub expr: Expr,
+    pub action: Action,
+    pub mark: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "the rules use {count} distinct predicates, more than the {MAX_PREDICATES} a class bitmask holds; \
+         rules from `{first_over}` on are over the budget (rules: {rules}); merge or drop conditions"
+    )]
+    TooManyPredicates {
+        count: usize,
+        first_over: String,
+        rules: String,
+    },
+    #[error(
+        "the intel splits into {count} classes (distinct predicate combinations), more than the table's {MAX_CLASSES}; \
+         rules with many narrow predicates cause this"
+    )]
+    TooManyClasses { count: usize },
+}
+
+/// The verdict for one class and the rules that match it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassVerdict {
+    pub fate: Fate,
+    pub mark: u32,
+    /// Index of the rule that decided the fate.
+    pub decided_by: Option<usize>,
+    /// Indices of every matching rule, `log` rules included, in rule order.
+    pub matched: Vec<usize>,
+}
+
+impl ClassVerdict {
+    pub fn entry(&self) -> ClassEntry {
+        ClassEntry {
+            fate: self.fate as u32,
+            mark: self.mark,
+        }
+    }
+}
+
+/// The contents of every kernel map, as the agent will write them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapImage {
+    pub hosts_v4: Vec<([u8; 4], u32)>,
+    pub hosts_v6: Vec<([u8; 16], u32)>,
+    pub prefixes_v4: Vec<(u8, [u8; 4], u32)>,
+    pub prefixes_v6: Vec<(u8, [u8; 16], u32)>,
+    /// One flag byte per IPv4 /16, see [`intelwall_common::cover`].
+    pub cover_v4: Vec<u8>,
+    /// Class table, indexed by class id.
+    pub classes: Vec<ClassEntry>,
+}
+
+/// The result of a compilation.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub predicates: Vec<Predicate>,
+    pub rules: Vec<RuleSpec>,
+    /// Bitmask of each class; class 0 is the record of an address in no map.
+    pub class_bits: Vec<Bits>,
+    pub verdicts: Vec<ClassVerdict>,
+    /// Per rule, how many indicators of the intel store it selects.
+    pub selected: Vec<u64>,
+    pub image: MapImage,
+    /// When time-dependent predicates were evaluated.
+    pub now: Timestamp,
+}
+
+impl Compiled {
+    /// Every class whose verdict lists `rule` among its matches.
+    pub fn classes_matching(&self, rule: usize) -> impl Iterator<Item = u32> + '_ {
+        self.verdicts
+            .iter()
+            .enumerate()
+            .filter(move |(_, verdict)| verdict.matched.contains(&rule))
+            .map(|(class, _)| class as u32)
+    }
+
+    /// The verdict the kernel reaches for `address`, computed from the image
+    /// the same way the kernel looks it up.
+    pub fn verdict_for(&self, address: IpAddr) -> (u32, &ClassVerdict) {
+        let class = lookup_image(&self.image, address);
+        (class, &self.verdicts[class as usize])
+    }
+}
+
+impl fmt::Display for ClassVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.fate)
+    }
+}
+
+/// One map entry before classes are assigned.
+struct Entry<'a> {
+    net: IpNet,
+    sightings: &'a [Sighting],
+}
+
+/// Compiles `rules` over `intel`, evaluating time-dependent predicates at `now`.
+pub fn compile(
+    rules: Vec<RuleSpec>,
+    intel: &Intel,
+    now: Timestamp,
+) -> Result<Compiled, CompileError> {
+    let predicates = assign_bits(&rules)?;
+    let entries = collect_entries(intel, &predicates);
+
+    let mut classes = ClassTable::default();
+    let empty_bits = evaluate(&predicates, intel, None, &[], now);
+    classes.class_of(empty_bits);
+
+    let mut image = MapImage::default();
+    let mut entry_classes: Vec<(bool, u32)> = Vec::with_capacity(entries.len());
+    walk_nested(&entries, |entry, ancestors| {
+        let mut sightings: Vec<Sighting> = Vec::new();
+        for ancestor in ancestors {
+            sightings.extend_from_slice(entries[*ancestor].sightings);
+        }
+        sightings.extend_from_slice(entry.sightings);
+        let bits = evaluate(&predicates, intel, Some(entry.net), &sightings, now);
+        let class = classes.class_of(bits);
+        let inherited = match ancestors.last() {
+            Some(parent) => entry_classes[*parent].1,
+            None => 0,
+        };
+        entry_classes.push((!entry.sightings.is_empty(), class));
+        if class != inherited {
+            push_entry(&mut image, entry.net, class);
+        }
+    });
+
+    if classes.bits.len() > MAX_CLASSES as usize {
+        return Err(CompileError::TooManyClasses {
+            count: classes.bits.len(),
+        });
+    }
+    let verdicts: Vec<ClassVerdict> = classes
+        .bits
+        .iter()
+        .map(|bits| decide(&rules, &predicates, *bits))
+        .collect();
+
+    let mut selected = vec![0u64; rules.len()];
+    for (is_indicator, class) in &entry_classes {
+        if *is_indicator {
+            for rule in &verdicts[*class as usize].matched {
+                selected[*rule] += 1;
+            }
+        }
+    }
+
+    image.classes = verdicts.iter().map(ClassVerdict::entry).collect();
+    image.cover_v4 = cover_v4(&image);
+    Ok(Compiled {
+        predicates,
+        rules,
+        class_bits: classes.bits,
+        verdicts,
+        selected,
+        image,
+        now,
+    })
+}
+
+/// Gives every distinct predicate its bit, in rule order.
+fn assign_bits(rules: &[RuleSpec]) -> Result<Vec<Predicate>, CompileError> {
+    let mut predicates: Vec<Predicate> = Vec::new();
+    let mut first_over = None;
+    for rule in rules {
+        for predicate in rule.expr.predicates() {
+            if !predicates.contains(&predicate) {
+                predicates.push(predicate);
+                if predicates.len() > MAX_PREDICATES && first_over.is_none() {
+                    first_over = Some(rule.name.clone());
+                }
+            }
+        }
+    }
+    if let Some(first_over) = first_over {
+        let names: Vec<&str> = rules.iter().map(|rule| rule.name.as_str()).collect();
+        return Err(CompileError::TooManyPredicates {
+            count: predicates.len(),
+            first_over,
+            rules: names.join(", "),
+        });
+    }
+    Ok(predicates)
+}
+
+/// Every indicator, plus every prefix a predicate names through `ip.src`,
+/// sorted so that a prefix comes before everything it contains.
+fn collect_entries<'a>(intel: &'a Intel, predicates: &[Predicate]) -> Vec<Entry<'a>> {
+    let mut entries: Vec<Entry<'a>> = intel
+        .indicators()
+        .map(|(net, sightings)| Entry {
+            net: *net,
+            sightings,
+        })
+        .collect();
+    let mut named: Vec<IpNet> = predicates
+        .iter()
+        .filter_map(Predicate::addresses)
+        .flatten()
+        .map(IpNet::trunc)
+        .filter(|net| intel.sightings(net).is_none())
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    entries.extend(named.into_iter().map(|net| Entry {
+        net,
+        sightings: &[],
+    }));
+    entries.sort_unstable_by(|a, b| nesting_order(&a.net, &b.net));
+    entries
+}
+
+/// Orders IPv4 before IPv6, then by first address, then shorter prefix first:
+/// a pre-order walk of the prefix tree.
+fn nesting_order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
+    let family = |net: &IpNet| matches!(net, IpNet::V6(_));
+    family(a)
+        .cmp(&family(b))
+        .then_with(|| a.network().cmp(&b.network()))
+        .then_with(|| a.prefix_len().cmp(&b.prefix_len()))
+}
+
+/// Calls `visit` for every entry in order with the indices of the entries
+/// that contain it, outermost first.
+fn walk_nested(entries: &[Entry<'_>], mut visit: impl FnMut(&Entry<'_>, &[usize])) {
+    let mut open: Vec<usize> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        while let Some(&top) = open.last() {
+            if entries[top].net.contains(&entry.net) {
+                break;
+            }
+            open.pop();
+        }
+        visit(entry, &open);
+        open.push(index);
+    }
+}
+
+fn evaluate(
+    predicates: &[Predicate],
+    intel: &Intel,
+    net: Option<IpNet>,
+    sightings: &[Sighting],
+    now: Timestamp,
+) -> Bits {
+    // An address in no map has no sightings; any address stands for it in
+    // field predicates, and address predicates never hold for it because
+    // every address they name is an entry of its own.
+    let address = net.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |net| {
+        net.network()
+    });
+    let view = AddressView {
+        intel,
+        address,
+        sightings,
+        now,
+    };
+    let mut bits: Bits = 0;
+    for (bit, predicate) in predicates.iter().enumerate() {
+        let holds = match predicate.addresses() {
+            Some(named) => net.is_some_and(|net| named.iter().any(|member| member.contains(&net))),
+            None => predicate.eval(&view),
+        };
+        if holds {
+            bits |= 1 << bit;
+        }
+    }
+    bits
+}
+
+/// Evaluates every rule over one class's bitmask, in order.
+fn decide(rules: &[RuleSpec], predicates: &[Predicate], bits: Bits) -> ClassVerdict {
+    let mut verdict = ClassVerdict {
+        fate: Fate::Pass,
+        mark: 0,
+        decided_by: None,
+        matched: Vec::new(),
+    };
+    for (index, rule) in rules.iter().enumerate() {
+        let matches = rule.expr.eval_with(&mut |predicate| {
+            let bit = predicates
+                .iter()
+                .position(|known| known == predicate)
+                .expect("every predicate of a rule has a bit");
+            bits & (1 << bit) != 0
+        });
+        if !matches {
+            continue;
+        }
+        verdict.matched.push(index);
+        if verdict.decided_by.is_some() || rule.action == Action::Log {
+            continue;
+        }
+        verdict.decided_by = Some(index);
+        verdict.fate = match rule.action {
+            Action::Drop => Fate::Drop,
+            Action::Allow => Fate::Allow,
+            Action::Tag => Fate::Tag,
+            Action::Log => unreachable!("log rules never decide"),
+        };
+        if rule.action == Action::Tag {
+            verdict.mark = rule.mark;
+        }
+    }
+    verdict
+}
+
+#[derive(Default)]
+struct ClassTable {
+    bits: Vec<Bits>,
+    ids: HashMap<Bits, u32>,
+}
+
+impl ClassTable {
+    fn class_of(&mut self, bits: Bits) -> u32 {
+        if let Some(&id) = self.ids.get(&bits) {
+            return id;
+        }
+        let id = self.bits.len() as u32;
+        self.bits.push(bits);
+        self.ids.insert(bits, id);
+        id
+    }
+}
+
+fn push_entry(image: &mut MapImage, net: IpNet, class: u32) {
+    match net {
+        IpNet::V4(v4) if v4.prefix_len() == 32 => image.hosts_v4.push((v4.addr().octets(), class)),
+        IpNet::V4(v4) => image
+            .prefixes_v4
+            .push((v4.prefix_len(), v4.network().octets(), class)),
+        IpNet::V6(v6) if v6.prefix_len() == 128 => image.hosts_v6.push((v6.addr().octets(), class)),
+        IpNet::V6(v6) => image
+            .prefixes_v6
+            .push((v6.prefix_len(), v6.network().octets(), class)),
+    }
+}
+
+/// Flags for every /16 that holds a host entry or overlaps a prefix entry.
+fn cover_v4(image: &MapImage) -> Vec<u8> {
+    let mut flags = vec![0u8; COVER_V4_ENTRIES as usize];
+    for (octets, _) in &image.hosts_v4 {
+        flags[region(octets)] |= cover::HOSTS;
+    }
+    for (len, octets, _) in &image.prefixes_v4 {
+        let first = region(octets);
+        let count = if *len >= 16 { 1 } else { 1usize << (16 - len) };
+        for slot in &mut flags[first..first + count] {
+            *slot |= cover::PREFIXES;
+        }
+    }
+    flags
+}
+
+fn region(octets: &[u8; 4]) -> usize {
+    usize::from(octets[0]) << 8 | usize::from(octets[1])
+}
+
+/// Looks `address` up in an image as the XDP program does: host entry, then
+/// the longest prefix, then class 0.
+pub fn lookup_image(image: &MapImage, address: IpAddr) -> u32 {
+    match crate::intel::canonical_address(address) {
+        IpAddr::V4(v4) => {
+            let octets = v4.octets();
+            if let Some((_, class)) = image.hosts_v4.iter().find(|(host, _)| *host == octets) {
+                return *class;
+            }
+            longest_match(&image.prefixes_v4, &octets)
+        }
+        IpAddr::V6(v6) => {
+            let octets = v6.octets();
+            if let Some((_, class)) = image.hosts_v6.iter().find(|(host, _)| *host == octets) {
+                return *class;
+            }
+            longest_match(&image.prefixes_v6, &octets)
+        }
+    }
+}
+
+fn longest_match<const N: usize>(prefixes: &[(u8, [u8; N], u32)], address: &[u8; N]) -> u32 {
+    prefixes
+        .iter()
+        .filter(|(len, network, _)| prefix_contains(*len, network, address))
+        .max_by_key(|(len, _, _)| *len)
+        .map_or(0, |(_, _, class)| *class)
+}
+
+fn prefix_contains<const N: usize>(len: u8, network: &[u8; N], address: &[u8; N]) -> bool {
+    let len = usize::from(len);
+    let full = len / 8;
+    if network[..full] != address[..full] {
+        return false;
+    }
+    let rest = len % 8;
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    network[full] & mask == address[full] & mask
+}

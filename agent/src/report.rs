@@ -1,0 +1,249 @@
+//! What `check` and `run` print: feed and rule summaries, counters.
+
+use std::fmt::Write as _;
+
+use intelwall_common::{Counter, PathCounter};
+use serde::Serialize;
+
+use crate::compile::Compiled;
+use crate::feed::FeedReport;
+use crate::pipeline::Loaded;
+
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub feeds: Vec<FeedSummary>,
+    pub rules: Vec<RuleSummary>,
+    pub predicates: Vec<String>,
+    pub classes: usize,
+    pub maps: MapSummary,
+    pub diagnostics: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FeedSummary {
+    pub name: String,
+    pub path: String,
+    pub format: String,
+    pub read: u64,
+    pub indicators: u64,
+    pub rejected: u64,
+    pub normalised: u64,
+    pub merged: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleSummary {
+    pub name: String,
+    pub action: String,
+    pub expression: String,
+    pub selected: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MapSummary {
+    pub hosts_v4: usize,
+    pub hosts_v6: usize,
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+}
+
+impl CheckReport {
+    pub fn new(loaded: &Loaded) -> CheckReport {
+        let compiled = &loaded.compiled;
+        CheckReport {
+            feeds: loaded.feeds.iter().map(feed_summary).collect(),
+            rules: rule_summaries(compiled),
+            predicates: compiled
+                .predicates
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            classes: compiled.verdicts.len(),
+            maps: MapSummary {
+                hosts_v4: compiled.image.hosts_v4.len(),
+                hosts_v6: compiled.image.hosts_v6.len(),
+                prefixes_v4: compiled.image.prefixes_v4.len(),
+                prefixes_v6: compiled.image.prefixes_v6.len(),
+            },
+            diagnostics: loaded
+                .feeds
+                .iter()
+                .flat_map(|feed| feed.diagnostics.iter().map(ToString::to_string))
+                .collect(),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        for feed in &self.feeds {
+            let _ = writeln!(
+                text,
+                "feed {} ({}, {}): {} read, {} indicators, {} rejected, {} normalised, {} merged",
+                feed.name,
+                feed.format,
+                feed.path,
+                feed.read,
+                feed.indicators,
+                feed.rejected,
+                feed.normalised,
+                feed.merged
+            );
+        }
+        for rule in &self.rules {
+            let _ = writeln!(
+                text,
+                "rule {} ({}): selects {} indicators",
+                rule.name, rule.action, rule.selected
+            );
+        }
+        let _ = writeln!(
+            text,
+            "compiled: {} predicates, {} classes; map entries: {} IPv4 hosts, {} IPv6 hosts, {} IPv4 prefixes, {} IPv6 prefixes",
+            self.predicates.len(),
+            self.classes,
+            self.maps.hosts_v4,
+            self.maps.hosts_v6,
+            self.maps.prefixes_v4,
+            self.maps.prefixes_v6
+        );
+        text
+    }
+}
+
+fn feed_summary(report: &FeedReport) -> FeedSummary {
+    FeedSummary {
+        name: report.name.clone(),
+        path: report.path.display().to_string(),
+        format: report.format.to_string(),
+        read: report.read,
+        indicators: report.indicators,
+        rejected: report.rejected,
+        normalised: report.normalised,
+        merged: report.merged,
+    }
+}
+
+fn rule_summaries(compiled: &Compiled) -> Vec<RuleSummary> {
+    compiled
+        .rules
+        .iter()
+        .zip(&compiled.selected)
+        .map(|(rule, selected)| RuleSummary {
+            name: rule.name.clone(),
+            action: rule.action.to_string(),
+            expression: rule.source.clone(),
+            selected: *selected,
+        })
+        .collect()
+}
+
+/// Per-rule and total counters, as `run` prints them at exit.
+#[derive(Debug, Serialize)]
+pub struct CounterReport {
+    pub rules: Vec<RuleCounter>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleCounter {
+    pub name: String,
+    pub action: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    pub passed: u64,
+    pub dropped: u64,
+    pub allowed: u64,
+    pub tagged: u64,
+    pub not_inspected: u64,
+    /// Packets not inspected, by reason.
+    pub not_inspected_by_reason: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl CounterReport {
+    /// Sums class counters into rule counters: a rule counts every packet of
+    /// every class it matches, whether or not it decided the fate.
+    pub fn new(
+        compiled: &Compiled,
+        class_counters: &[Counter],
+        path_counters: &[Counter],
+    ) -> CounterReport {
+        let rules = compiled
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let mut sum = Counter::default();
+                for class in compiled.classes_matching(index) {
+                    if let Some(counter) = class_counters.get(class as usize) {
+                        sum.packets += counter.packets;
+                        sum.bytes += counter.bytes;
+                    }
+                }
+                RuleCounter {
+                    name: rule.name.clone(),
+                    action: rule.action.to_string(),
+                    packets: sum.packets,
+                    bytes: sum.bytes,
+                }
+            })
+            .collect();
+        CounterReport {
+            rules,
+            totals: totals(path_counters),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let width = self
+            .rules
+            .iter()
+            .map(|rule| rule.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "{:<width$}  {:<6}  {:>12}  {:>14}",
+            "rule", "action", "packets", "bytes"
+        );
+        for rule in &self.rules {
+            let _ = writeln!(
+                text,
+                "{:<width$}  {:<6}  {:>12}  {:>14}",
+                rule.name, rule.action, rule.packets, rule.bytes
+            );
+        }
+        let totals = &self.totals;
+        let _ = writeln!(
+            text,
+            "totals: {} passed, {} dropped, {} allowed, {} tagged, {} not inspected",
+            totals.passed, totals.dropped, totals.allowed, totals.tagged, totals.not_inspected
+        );
+        text
+    }
+}
+
+fn totals(path_counters: &[Counter]) -> Totals {
+    let mut totals = Totals::default();
+    for path in PathCounter::ALL {
+        let packets = path_counters
+            .get(path as usize)
+            .map_or(0, |counter| counter.packets);
+        match path {
+            PathCounter::Passed => totals.passed = packets,
+            PathCounter::Dropped => totals.dropped = packets,
+            PathCounter::Allowed => totals.allowed = packets,
+            PathCounter::Tagged => totals.tagged = packets,
+            _ => {
+                totals.not_inspected += packets;
+                totals.not_inspected_by_reason.insert(path.name(), packets);
+            }
+        }
+    }
+    totals
+}
