@@ -79,12 +79,20 @@ impl fmt::Display for FeedFormat {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     pub name: String,
-    /// Resolved against the config file's directory by [`Config::load`].
+    /// The file the feed loads from, resolved against the config file's
+    /// directory. For a feed with a `url`, the last good download is kept
+    /// here; it defaults to `<state_dir>/feeds/<name>`.
+    #[serde(default)]
     pub path: PathBuf,
+    /// Where to download the feed from (http or https).
+    pub url: Option<String>,
+    /// How often to download a `url` feed again, e.g. "1h" or "15m".
+    #[serde(default, with = "humantime_serde")]
+    pub refresh: Option<std::time::Duration>,
     /// Detected from the content when absent.
     pub format: Option<FeedFormat>,
     /// Attributes given to every indicator of the feed, added to those the
@@ -153,6 +161,30 @@ struct RawConfig {
     rules: Vec<RuleConfig>,
     #[serde(default)]
     lists: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    agent: AgentConfig,
+}
+
+/// Settings of the agent process itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Directory for downloaded feeds and other state that must survive a
+    /// restart, resolved against the config file's directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/intelwall")
 }
 
 /// A loaded configuration.
@@ -165,6 +197,7 @@ pub struct Config {
     pub feeds: Vec<FeedConfig>,
     pub rules: Vec<RuleConfig>,
     pub lists: BTreeMap<String, Vec<String>>,
+    pub agent: AgentConfig,
 }
 
 impl Config {
@@ -197,10 +230,24 @@ impl Config {
             feeds: raw.feeds,
             rules: raw.rules,
             lists: raw.lists,
+            agent: raw.agent,
         };
-        for feed in &mut config.feeds {
-            if feed.path.is_relative() {
-                feed.path = base.join(&feed.path);
+        if config.agent.state_dir.is_relative() {
+            config.agent.state_dir = base.join(&config.agent.state_dir);
+        }
+        for index in 0..config.feeds.len() {
+            let feed = &config.feeds[index];
+            if feed.path.as_os_str().is_empty() {
+                if feed.url.is_none() {
+                    return Err(config.invalid_at(
+                        &feed.name,
+                        format!("feed `{}`: set `path` or `url`", feed.name),
+                    ));
+                }
+                let default = config.agent.state_dir.join("feeds").join(&feed.name);
+                config.feeds[index].path = default;
+            } else if config.feeds[index].path.is_relative() {
+                config.feeds[index].path = base.join(&config.feeds[index].path);
             }
         }
         config.validate()?;

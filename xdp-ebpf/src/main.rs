@@ -15,11 +15,11 @@ mod parse;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, lpm_trie::Key, LpmTrie},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use intelwall_common::{
-    ClassEntry, Control, Counter, CLASS_NONE, COVER_V4_ENTRIES, DEFAULT_MAP_CAPACITY, Fate,
+    CLASS_NONE, COVER_V4_ENTRIES, ClassEntry, Control, Counter, DEFAULT_MAP_CAPACITY, Fate,
     GENERATIONS, MAX_CLASSES, PATH_COUNTER_SLOTS, PathCounter, class_slot, cover,
 };
 
@@ -78,10 +78,10 @@ fn lookup_v4(addr: [u8; 4]) -> u32 {
             return *class;
         }
     }
-    if flags & cover::PREFIXES != 0 {
-        if let Some(class) = PREFIXES_V4.get(Key::new(32, addr)) {
-            return *class;
-        }
+    if flags & cover::PREFIXES != 0
+        && let Some(class) = PREFIXES_V4.get(Key::new(32, addr))
+    {
+        return *class;
     }
     CLASS_NONE
 }
@@ -104,7 +104,11 @@ fn judge(class: u32, len: u64) -> u32 {
     };
     // A class id outside the table can only come from a corrupted map; the
     // bounds check also keeps the verifier sure of the index below.
-    let class = if class < MAX_CLASSES { class } else { CLASS_NONE };
+    let class = if class < MAX_CLASSES {
+        class
+    } else {
+        CLASS_NONE
+    };
     let entry = match CLASSES.get(class_slot(generation, class)) {
         Some(entry) => *entry,
         None => ClassEntry::default(),

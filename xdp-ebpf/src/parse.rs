@@ -125,12 +125,11 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Parsed {
     // Neighbour discovery is sent straight to ICMPv6 in practice, so only the
     // fixed header's next header is checked. NOTE: a message behind extension
     // headers is judged like any other packet.
-    if next_header == IPPROTO_ICMPV6 {
-        if let Some(icmp_type) = read::<u8>(ctx, offset + IPV6_HEADER_LEN) {
-            if (ND_FIRST_TYPE..=ND_LAST_TYPE).contains(&icmp_type) {
-                return Parsed::Skipped(PathCounter::NeighbourDiscovery);
-            }
-        }
+    if next_header == IPPROTO_ICMPV6
+        && let Some(icmp_type) = read::<u8>(ctx, offset + IPV6_HEADER_LEN)
+        && (ND_FIRST_TYPE..=ND_LAST_TYPE).contains(&icmp_type)
+    {
+        return Parsed::Skipped(PathCounter::NeighbourDiscovery);
     }
     match read::<[u8; 16]>(ctx, offset + IPV6_SOURCE_OFFSET) {
         Some(source) => Parsed::V6(source),

@@ -1,7 +1,8 @@
 //! Batched map writes through the bpf(2) syscall.
 //!
-//! aya 0.14 writes one element per syscall. BPF_MAP_UPDATE_BATCH takes arrays of keys and values, which cuts the cost of
-//! a million-entry load by about two thirds on this kernel (6.18).
+//! aya 0.14 writes one element per syscall. BPF_MAP_UPDATE_BATCH takes
+//! arrays of keys and values, which cut the time of a million-entry load by
+//! about two thirds on this kernel (6.18).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

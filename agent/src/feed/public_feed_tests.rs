@@ -27,15 +27,8 @@ fn load(file: &str) -> Option<(Intel, FeedReport)> {
     let config = FeedConfig {
         name: file.to_owned(),
         path: dir.join(file),
-        format: None,
-        attacker_names: Vec::new(),
-        attacker_countries: Vec::new(),
-        target_countries: Vec::new(),
-        target_industries: Vec::new(),
         datasets: vec!["public".to_owned()],
-        score: None,
-        strict: false,
-        allow_default_route: false,
+        ..FeedConfig::default()
     };
     let mut intel = Intel::new();
     let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();

@@ -59,15 +59,7 @@ fn feed_config(name: &str, path: PathBuf) -> FeedConfig {
     FeedConfig {
         name: name.to_owned(),
         path,
-        format: None,
-        attacker_names: Vec::new(),
-        attacker_countries: Vec::new(),
-        target_countries: Vec::new(),
-        target_industries: Vec::new(),
-        datasets: Vec::new(),
-        score: None,
-        strict: false,
-        allow_default_route: false,
+        ..FeedConfig::default()
     }
 }
 
