@@ -1,16 +1,17 @@
 //! The `intelwall` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 
-use crate::dataplane::{Capacity, Dataplane};
+use crate::config::{AttachMode, Config};
+use crate::daemon::{self, RunOptions};
+use crate::pin::PinLayout;
 use crate::pipeline::{self, Loaded};
-use crate::report::{CheckReport, CounterReport};
+use crate::report::CheckReport;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +25,11 @@ use crate::report::{CheckReport, CounterReport};
         consults for every packet."
 )]
 pub struct Cli {
+    /// Enter this network namespace (a name under /run/netns) before doing
+    /// anything else, e.g. `--netns blue`. Unlike `ip netns exec`, this keeps
+    /// the host's bpffs, so pins outlive the agent.
+    #[arg(long, global = true, value_name = "NAME")]
+    netns: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,7 +37,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Load feeds, compile rules, attach to the configured interfaces and
-    /// enforce until SIGINT or SIGTERM; then detach and print per-rule counters.
+    /// enforce, reloading on file changes, SIGHUP and URL refreshes.
+    ///
+    /// SIGTERM leaves protection in place (pinned program and maps); SIGINT
+    /// detaches and removes it. Both print per-rule counters on exit.
     Run {
         /// Config file (TOML), e.g. /etc/intelwall/intelwall.toml
         #[arg(long, short, value_name = "FILE")]
@@ -51,15 +60,66 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show an address's attributes and sightings, the predicates that hold,
+    /// every rule and whether it matches, and the verdict the XDP program
+    /// reaches for it.
+    Explain {
+        /// Config file (TOML), e.g. examples/demo.toml
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// IPv4 or IPv6 address, e.g. 198.51.100.7
+        address: std::net::IpAddr,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what is attached where, since when, with which config
+    /// fingerprint, and how full the maps are.
+    Status {
+        /// Config file whose [agent] pin_dir and state_dir to read; the
+        /// defaults (/sys/fs/bpf/intelwall, /var/lib/intelwall) otherwise.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the program from an interface and its pins; with no
+    /// interface left, remove the pinned maps too.
+    Detach {
+        /// Interface to detach from, e.g. eth0; every interface when absent.
+        #[arg(long, value_name = "IF")]
+        iface: Option<String>,
+        /// Config file whose [agent] pin_dir and state_dir to use; the
+        /// defaults (/sys/fs/bpf/intelwall, /var/lib/intelwall) otherwise.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Parses the command line, runs the command and maps errors to exit codes.
 pub fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
+    if let Some(name) = &cli.netns
+        && let Err(error) = enter_netns(name)
+    {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
-        Command::Run { config, json } => run(config, json),
-        Command::Check { config, json } => check(config, json),
+        Command::Run { config, json } => daemon::run(RunOptions { config, json }),
+        Command::Check { config, json } => check(&config, json),
+        Command::Explain {
+            config,
+            address,
+            json,
+        } => crate::explain::explain(&config, address, json),
+        Command::Status { config, json } => {
+            layout_for(config.as_deref()).and_then(|layout| crate::status::status(&layout, json))
+        }
+        Command::Detach { iface, config } => layout_for(config.as_deref())
+            .and_then(|layout| crate::status::detach(&layout, iface.as_deref())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,18 +140,56 @@ fn init_logging() {
         .init();
 }
 
-fn load(config: &std::path::Path) -> Result<Loaded> {
-    let loaded = pipeline::load(config, Timestamp::now())?;
+/// Moves this thread, and every thread it starts later, into a network
+/// namespace. Must run before any other thread exists.
+fn enter_netns(name: &str) -> Result<()> {
+    let path = Path::new("/run/netns").join(name);
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("network namespace `{name}` not found at {}", path.display()))?;
+    // SAFETY: the descriptor is a valid open namespace file.
+    let result = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot enter network namespace `{name}`"));
+    }
+    Ok(())
+}
+
+fn layout_for(config: Option<&Path>) -> Result<PinLayout> {
+    match config {
+        Some(path) => {
+            let config = Config::load(path)?;
+            Ok(PinLayout::new(
+                &config.agent.pin_dir,
+                &config.agent.state_dir,
+            ))
+        }
+        None => {
+            let defaults = crate::config::AgentConfig::default();
+            Ok(PinLayout::new(&defaults.pin_dir, &defaults.state_dir))
+        }
+    }
+}
+
+/// Prints every feed diagnostic on stderr.
+pub(crate) fn print_diagnostics(loaded: &Loaded) {
     for feed in &loaded.feeds {
         for diagnostic in &feed.diagnostics {
             eprintln!("{diagnostic}");
         }
+        if feed.diagnostics_omitted > 0 {
+            eprintln!(
+                "{}: {} more diagnostics not shown",
+                feed.path.display(),
+                feed.diagnostics_omitted
+            );
+        }
     }
-    Ok(loaded)
 }
 
-fn check(config: PathBuf, json: bool) -> Result<()> {
-    let loaded = load(&config)?;
+fn check(config: &Path, json: bool) -> Result<()> {
+    let loaded = pipeline::load(config, Timestamp::now())?;
+    print_diagnostics(&loaded);
     let report = CheckReport::new(&loaded);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -101,63 +199,7 @@ fn check(config: PathBuf, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn run(config: PathBuf, json: bool) -> Result<()> {
-    let loaded = load(&config)?;
-    log_loaded(&loaded);
-    if loaded.config.interfaces.is_empty() {
-        anyhow::bail!(
-            "{}: no [[interface]] configured; add one, e.g. [[interface]] name = \"eth0\"",
-            config.display()
-        );
-    }
-
-    let started = Instant::now();
-    let image = &loaded.compiled.image;
-    let mut dataplane =
-        Dataplane::load(Capacity::for_image(image)).context("cannot load the XDP program")?;
-    dataplane
-        .write_initial(image)
-        .context("cannot write the compiled intel into the kernel maps")?;
-    tracing::info!(
-        entries = image.hosts_v4.len()
-            + image.hosts_v6.len()
-            + image.prefixes_v4.len()
-            + image.prefixes_v6.len(),
-        classes = image.classes.len(),
-        took_ms = started.elapsed().as_millis() as u64,
-        "maps written"
-    );
-
-    // The maps are complete before the first attach, so the first packet the
-    // program sees is already judged against the whole image.
-    for interface in &loaded.config.interfaces {
-        let attachment = dataplane
-            .attach(&interface.name, interface.mode)
-            .with_context(|| attach_hint(&interface.name, interface.mode))?;
-        if let Some(reason) = &attachment.fallback_reason {
-            tracing::warn!(interface = %attachment.interface, %reason, "native XDP failed; attached in skb mode");
-        }
-        tracing::info!(interface = %attachment.interface, mode = attachment.mode, "attached");
-    }
-
-    wait_for_shutdown()?;
-
-    let report = CounterReport::new(
-        &loaded.compiled,
-        &dataplane.class_counters(loaded.compiled.verdicts.len())?,
-        &dataplane.path_counters()?,
-    );
-    dataplane.detach_all().context("cannot detach")?;
-    tracing::info!("detached; protection removed");
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_text());
-    }
-    Ok(())
-}
-
-fn log_loaded(loaded: &Loaded) {
+pub(crate) fn log_loaded(loaded: &Loaded) {
     for feed in &loaded.feeds {
         tracing::info!(
             feed = %feed.name,
@@ -171,8 +213,8 @@ fn log_loaded(loaded: &Loaded) {
     let compiled = &loaded.compiled;
     tracing::info!(
         rules = compiled.rules.len(),
-        predicates = compiled.predicates.len(),
-        classes = compiled.verdicts.len(),
+        predicates = compiled.predicates.iter().flatten().count(),
+        classes = compiled.registry.class_count(),
         indicators = loaded.intel.indicator_count(),
         feeds_ms = loaded.timings.feeds.as_millis() as u64,
         compile_ms = loaded.timings.compile.as_millis() as u64,
@@ -180,28 +222,11 @@ fn log_loaded(loaded: &Loaded) {
     );
 }
 
-fn attach_hint(interface: &str, mode: crate::config::AttachMode) -> String {
+pub(crate) fn attach_hint(interface: &str, mode: AttachMode) -> String {
     match mode {
-        crate::config::AttachMode::Native => format!(
+        AttachMode::Native => format!(
             "cannot attach to `{interface}` in native mode; the driver may lack XDP support, try mode = \"skb\" or \"auto\""
         ),
         _ => format!("cannot attach to `{interface}` in {mode} mode"),
     }
-}
-
-fn wait_for_shutdown() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
-        }
-        Ok(())
-    })
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use intelwall_common::{COVER_V4_ENTRIES, ClassEntry, Fate, MAX_CLASSES, cover};
+use intelwall_common::{CLASS_NONE, COVER_V4_ENTRIES, ClassEntry, Fate, MAX_CLASSES, cover};
 use ipnet::IpNet;
 use jiff::Timestamp;
 
@@ -72,6 +72,16 @@ pub struct ClassVerdict {
 }
 
 impl ClassVerdict {
+    /// The verdict stored for a free class id.
+    fn unused() -> ClassVerdict {
+        ClassVerdict {
+            fate: Fate::Pass,
+            mark: 0,
+            decided_by: None,
+            matched: Vec::new(),
+        }
+    }
+
     pub fn entry(&self) -> ClassEntry {
         ClassEntry {
             fate: self.fate as u32,
@@ -93,22 +103,84 @@ pub struct MapImage {
     pub classes: Vec<ClassEntry>,
 }
 
+/// Which bit each predicate has and which id each class has, kept from one
+/// compilation to the next. A predicate keeps its bit and a bitmask keeps
+/// its class id for as long as they are in use, so a rule edit that reuses
+/// predicates leaves every address entry as it is, and a feed diff rewrites
+/// only the addresses whose bitmask changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Registry {
+    /// Canonical text of the predicate on each bit; `None` for a free bit.
+    bits: BitNames,
+    /// Bitmask of each class id; `None` for a free id. Id 0 is always the
+    /// bitmask of an address in no map.
+    classes: Vec<Option<Bits>>,
+}
+
+impl Registry {
+    /// Class ids in use.
+    pub fn class_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.classes
+            .iter()
+            .enumerate()
+            .filter(|(_, bits)| bits.is_some())
+            .map(|(id, _)| id as u32)
+    }
+
+    pub fn class_count(&self) -> usize {
+        self.classes.iter().filter(|bits| bits.is_some()).count()
+    }
+
+    /// One past the highest class id in use.
+    pub fn class_id_limit(&self) -> usize {
+        self.classes
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(1, |id| id + 1)
+    }
+
+    pub fn is_class_in_use(&self, id: u32) -> bool {
+        self.classes.get(id as usize).is_some_and(Option::is_some)
+    }
+}
+
+/// What the maps hold: an image and the registry that gives its class ids
+/// their meaning.
+#[derive(Clone, Copy, Debug)]
+pub struct Enforced<'a> {
+    pub registry: &'a Registry,
+    pub image: &'a MapImage,
+}
+
 /// The result of a compilation.
 #[derive(Clone, Debug)]
 pub struct Compiled {
-    pub predicates: Vec<Predicate>,
+    /// Predicates by bit; `None` where a bit is free.
+    pub predicates: Vec<Option<Predicate>>,
     pub rules: Vec<RuleSpec>,
-    /// Bitmask of each class; class 0 is the record of an address in no map.
-    pub class_bits: Vec<Bits>,
+    /// Bitmask of each class id; `None` where an id is free. Class 0 is the
+    /// record of an address in no map.
+    pub class_bits: Vec<Option<Bits>>,
+    /// Verdict of each class id; free ids hold a pass verdict matching no
+    /// rule.
     pub verdicts: Vec<ClassVerdict>,
     /// Per rule, how many indicators of the intel store it selects.
     pub selected: Vec<u64>,
     pub image: MapImage,
     /// When time-dependent predicates were evaluated.
     pub now: Timestamp,
+    /// Bits and class ids to start the next compilation from.
+    pub registry: Registry,
 }
 
 impl Compiled {
+    pub fn enforced(&self) -> Enforced<'_> {
+        Enforced {
+            registry: &self.registry,
+            image: &self.image,
+        }
+    }
+
     /// Every class whose verdict lists `rule` among its matches.
     pub fn classes_matching(&self, rule: usize) -> impl Iterator<Item = u32> + '_ {
         self.verdicts
@@ -138,23 +210,26 @@ struct Entry<'a> {
     sightings: &'a [Sighting],
 }
 
-/// Compiles `rules` over `intel`, evaluating time-dependent predicates at `now`.
+/// Compiles `rules` over `intel`, evaluating time-dependent predicates at
+/// `now`, keeping the bits and class ids of `previous` where they still apply.
 pub fn compile(
     rules: Vec<RuleSpec>,
     intel: &Intel,
     now: Timestamp,
+    previous: &Registry,
 ) -> Result<Compiled, CompileError> {
-    let predicates = assign_bits(&rules)?;
+    let (predicates, bit_names) = assign_bits(&rules, previous)?;
     let entries = collect_entries(intel, &predicates);
 
-    let mut classes = ClassTable::default();
+    let mut classes = ClassAssigner::new(previous);
     let empty_bits = evaluate(&predicates, intel, None, &[], now);
-    classes.class_of(empty_bits);
+    classes.set_miss_class(empty_bits);
 
     let mut image = MapImage::default();
     let mut entry_classes: Vec<(bool, u32)> = Vec::with_capacity(entries.len());
+    let mut sightings: Vec<Sighting> = Vec::new();
     walk_nested(&entries, |entry, ancestors| {
-        let mut sightings: Vec<Sighting> = Vec::new();
+        sightings.clear();
         for ancestor in ancestors {
             sightings.extend_from_slice(entries[*ancestor].sightings);
         }
@@ -163,7 +238,7 @@ pub fn compile(
         let class = classes.class_of(bits);
         let inherited = match ancestors.last() {
             Some(parent) => entry_classes[*parent].1,
-            None => 0,
+            None => CLASS_NONE,
         };
         entry_classes.push((!entry.sightings.is_empty(), class));
         if class != inherited {
@@ -171,15 +246,17 @@ pub fn compile(
         }
     });
 
-    if classes.bits.len() > MAX_CLASSES as usize {
-        return Err(CompileError::TooManyClasses {
-            count: classes.bits.len(),
-        });
+    let class_bits = classes.finish();
+    let in_use = class_bits.iter().filter(|bits| bits.is_some()).count();
+    if class_bits.len() > MAX_CLASSES as usize {
+        return Err(CompileError::TooManyClasses { count: in_use });
     }
-    let verdicts: Vec<ClassVerdict> = classes
-        .bits
+    let verdicts: Vec<ClassVerdict> = class_bits
         .iter()
-        .map(|bits| decide(&rules, &predicates, *bits))
+        .map(|bits| match bits {
+            Some(bits) => decide(&rules, &predicates, *bits),
+            None => ClassVerdict::unused(),
+        })
         .collect();
 
     let mut selected = vec![0u64; rules.len()];
@@ -193,45 +270,89 @@ pub fn compile(
 
     image.classes = verdicts.iter().map(ClassVerdict::entry).collect();
     image.cover_v4 = cover_v4(&image);
+    let registry = Registry {
+        bits: bit_names,
+        classes: class_bits.clone(),
+    };
     Ok(Compiled {
         predicates,
         rules,
-        class_bits: classes.bits,
+        class_bits,
         verdicts,
         selected,
         image,
         now,
+        registry,
     })
 }
 
-/// Gives every distinct predicate its bit, in rule order.
-fn assign_bits(rules: &[RuleSpec]) -> Result<Vec<Predicate>, CompileError> {
-    let mut predicates: Vec<Predicate> = Vec::new();
-    let mut first_over = None;
+/// Canonical text of the predicate on each bit; `None` for a free bit.
+type BitNames = Vec<Option<String>>;
+
+/// Gives every distinct predicate of the rules a bit: the bit it had in
+/// `previous` if it had one, otherwise the lowest free bit.
+fn assign_bits(
+    rules: &[RuleSpec],
+    previous: &Registry,
+) -> Result<(Vec<Option<Predicate>>, BitNames), CompileError> {
+    let mut wanted: Vec<(Predicate, String, &str)> = Vec::new();
     for rule in rules {
         for predicate in rule.expr.predicates() {
-            if !predicates.contains(&predicate) {
-                predicates.push(predicate);
-                if predicates.len() > MAX_PREDICATES && first_over.is_none() {
-                    first_over = Some(rule.name.clone());
-                }
+            let name = predicate.to_string();
+            if !wanted.iter().any(|(_, known, _)| *known == name) {
+                wanted.push((predicate, name, rule.name.as_str()));
             }
         }
     }
-    if let Some(first_over) = first_over {
+    if wanted.len() > MAX_PREDICATES {
         let names: Vec<&str> = rules.iter().map(|rule| rule.name.as_str()).collect();
         return Err(CompileError::TooManyPredicates {
-            count: predicates.len(),
-            first_over,
+            count: wanted.len(),
+            first_over: wanted[MAX_PREDICATES].2.to_owned(),
             rules: names.join(", "),
         });
     }
-    Ok(predicates)
+
+    let mut names: Vec<Option<String>> = previous
+        .bits
+        .iter()
+        .map(|name| {
+            name.clone()
+                .filter(|name| wanted.iter().any(|(_, known, _)| known == name))
+        })
+        .collect();
+    let mut predicates: Vec<Option<Predicate>> = vec![None; names.len()];
+    for (predicate, name, _) in wanted {
+        let bit = match names
+            .iter()
+            .position(|known| known.as_deref() == Some(name.as_str()))
+        {
+            Some(bit) => bit,
+            None => match names.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => {
+                    names.push(None);
+                    predicates.push(None);
+                    names.len() - 1
+                }
+            },
+        };
+        if bit >= MAX_PREDICATES {
+            // Bits kept for predicates in use plus new ones never exceed the
+            // count checked above, so a free bit below the limit exists.
+            unreachable!(
+                "bit {bit} beyond {MAX_PREDICATES} with at most {MAX_PREDICATES} predicates"
+            );
+        }
+        names[bit] = Some(name);
+        predicates[bit] = Some(predicate);
+    }
+    Ok((predicates, names))
 }
 
 /// Every indicator, plus every prefix a predicate names through `ip.src`,
 /// sorted so that a prefix comes before everything it contains.
-fn collect_entries<'a>(intel: &'a Intel, predicates: &[Predicate]) -> Vec<Entry<'a>> {
+fn collect_entries<'a>(intel: &'a Intel, predicates: &[Option<Predicate>]) -> Vec<Entry<'a>> {
     let mut entries: Vec<Entry<'a>> = intel
         .indicators()
         .map(|(net, sightings)| Entry {
@@ -241,6 +362,7 @@ fn collect_entries<'a>(intel: &'a Intel, predicates: &[Predicate]) -> Vec<Entry<
         .collect();
     let mut named: Vec<IpNet> = predicates
         .iter()
+        .flatten()
         .filter_map(Predicate::addresses)
         .flatten()
         .map(IpNet::trunc)
@@ -283,7 +405,7 @@ fn walk_nested(entries: &[Entry<'_>], mut visit: impl FnMut(&Entry<'_>, &[usize]
 }
 
 fn evaluate(
-    predicates: &[Predicate],
+    predicates: &[Option<Predicate>],
     intel: &Intel,
     net: Option<IpNet>,
     sightings: &[Sighting],
@@ -303,6 +425,9 @@ fn evaluate(
     };
     let mut bits: Bits = 0;
     for (bit, predicate) in predicates.iter().enumerate() {
+        let Some(predicate) = predicate else {
+            continue;
+        };
         let holds = match predicate.addresses() {
             Some(named) => net.is_some_and(|net| named.iter().any(|member| member.contains(&net))),
             None => predicate.eval(&view),
@@ -315,7 +440,7 @@ fn evaluate(
 }
 
 /// Evaluates every rule over one class's bitmask, in order.
-fn decide(rules: &[RuleSpec], predicates: &[Predicate], bits: Bits) -> ClassVerdict {
+fn decide(rules: &[RuleSpec], predicates: &[Option<Predicate>], bits: Bits) -> ClassVerdict {
     let mut verdict = ClassVerdict {
         fate: Fate::Pass,
         mark: 0,
@@ -326,7 +451,7 @@ fn decide(rules: &[RuleSpec], predicates: &[Predicate], bits: Bits) -> ClassVerd
         let matches = rule.expr.eval_with(&mut |predicate| {
             let bit = predicates
                 .iter()
-                .position(|known| known == predicate)
+                .position(|known| known.as_ref() == Some(predicate))
                 .expect("every predicate of a rule has a bit");
             bits & (1 << bit) != 0
         });
@@ -351,21 +476,72 @@ fn decide(rules: &[RuleSpec], predicates: &[Predicate], bits: Bits) -> ClassVerd
     verdict
 }
 
-#[derive(Default)]
-struct ClassTable {
-    bits: Vec<Bits>,
+/// Hands out class ids: a bitmask keeps the id it had in the previous
+/// registry, and a new bitmask takes an id that the previous registry did not
+/// use, so that no id changes meaning while old map entries may still
+/// point at it.
+struct ClassAssigner<'a> {
+    previous: &'a Registry,
+    previous_ids: HashMap<Bits, u32>,
+    bits: Vec<Option<Bits>>,
     ids: HashMap<Bits, u32>,
+    next_free: usize,
 }
 
-impl ClassTable {
+impl<'a> ClassAssigner<'a> {
+    fn new(previous: &'a Registry) -> ClassAssigner<'a> {
+        let previous_ids = previous
+            .classes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, bits)| bits.map(|bits| (bits, id as u32)))
+            .collect();
+        ClassAssigner {
+            previous,
+            previous_ids,
+            bits: Vec::new(),
+            ids: HashMap::new(),
+            next_free: 1,
+        }
+    }
+
+    /// Makes `bits` the bitmask of class 0, the class of an address in no map.
+    fn set_miss_class(&mut self, bits: Bits) {
+        self.bits = vec![Some(bits)];
+        self.ids.insert(bits, CLASS_NONE);
+    }
+
     fn class_of(&mut self, bits: Bits) -> u32 {
         if let Some(&id) = self.ids.get(&bits) {
             return id;
         }
-        let id = self.bits.len() as u32;
-        self.bits.push(bits);
+        let id = match self.previous_ids.get(&bits) {
+            Some(&id) if id != CLASS_NONE => id,
+            _ => self.fresh_id(),
+        };
+        let slot = id as usize;
+        if self.bits.len() <= slot {
+            self.bits.resize(slot + 1, None);
+        }
+        self.bits[slot] = Some(bits);
         self.ids.insert(bits, id);
         id
+    }
+
+    fn fresh_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_free;
+            self.next_free += 1;
+            let taken_now = self.bits.get(id).is_some_and(Option::is_some);
+            let taken_before = self.previous.is_class_in_use(id as u32);
+            if !taken_now && !taken_before {
+                return id as u32;
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<Option<Bits>> {
+        self.bits
     }
 }
 

@@ -68,6 +68,14 @@ pub enum FeedFormat {
     List,
     /// One JSON object a line in intelwall's schema.
     Jsonl,
+    /// Comma-separated values with columns mapped to fields by `columns`.
+    Csv,
+    /// Cloudflare Threat Events JSON, as the API returns it.
+    Cloudflare,
+    /// A STIX 2.0 or 2.1 bundle.
+    Stix2,
+    /// A MISP event, or a MISP feed directory with its `manifest.json`.
+    Misp,
 }
 
 impl fmt::Display for FeedFormat {
@@ -75,6 +83,10 @@ impl fmt::Display for FeedFormat {
         f.write_str(match self {
             FeedFormat::List => "list",
             FeedFormat::Jsonl => "jsonl",
+            FeedFormat::Csv => "csv",
+            FeedFormat::Cloudflare => "cloudflare",
+            FeedFormat::Stix2 => "stix2",
+            FeedFormat::Misp => "misp",
         })
     }
 }
@@ -115,6 +127,51 @@ pub struct FeedConfig {
     /// Accepts `/0` prefixes, which would otherwise be rejected.
     #[serde(default)]
     pub allow_default_route: bool,
+    /// Time allowed to connect to a `url` feed's server, TLS included;
+    /// 10s when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<std::time::Duration>,
+    /// Time allowed for one download attempt of a `url` feed, body
+    /// included; 5m when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<std::time::Duration>,
+    /// Largest body accepted from a `url` feed, in bytes or with a unit
+    /// such as "64 MiB"; 256 MiB when absent.
+    #[serde(default, deserialize_with = "crate::source::deserialize_size")]
+    pub max_size: Option<u64>,
+    /// PEM file of the CA certificates that a `url` feed's server is
+    /// verified against, in place of the bundled Mozilla roots. Must be an
+    /// absolute path.
+    pub ca_file: Option<PathBuf>,
+    /// Widest `first-last` range a line may give, as the prefix length of a
+    /// prefix of the same size: the default, 16, accepts IPv4 ranges of up to
+    /// 65,536 addresses. 0 accepts every range.
+    pub max_range_ipv4: Option<u8>,
+    /// Widest IPv6 range, as `max_range_ipv4`; the default is 48.
+    pub max_range_ipv6: Option<u8>,
+    /// Score per blocklist for `list` lines that give a count after the
+    /// address, as ipsum does: the score is the count times this, at most
+    /// 100. The default is 10.
+    pub score_per_count: Option<u8>,
+    /// In a `list` feed, skips domain names and URLs (counted as skipped, not
+    /// rejected) and loads the address of `IPv4:port` lines, as Maltrail
+    /// trail files need. Off by default, so a typo in an address list is
+    /// still rejected.
+    #[serde(default)]
+    pub skip_non_ip: bool,
+    /// For `csv` feeds: the column of each field, by header name, or by
+    /// number from 1 when `header = false`.
+    #[serde(default)]
+    pub columns: crate::feed::CsvColumns,
+    /// For `csv` feeds: the field delimiter, one ASCII character such as
+    /// "\t"; the default is ",".
+    pub delimiter: Option<char>,
+    /// For `csv` feeds: whether the first row after the `#` comment lines
+    /// names the columns. The default is true.
+    pub header: Option<bool>,
+    /// For `csv` feeds: the separator of several values in one attribute
+    /// cell; the default is ",". An empty string keeps each cell one value.
+    pub value_separator: Option<String>,
 }
 
 /// What a matching rule does to the packet.
@@ -163,6 +220,41 @@ struct RawConfig {
     lists: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     agent: AgentConfig,
+    #[serde(default)]
+    safety: SafetyConfig,
+}
+
+/// The safety allowlist: addresses that no drop rule may drop.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// Off only when set explicitly; the agent then warns at every start.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Management networks to keep reachable, as addresses or prefixes.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Feed prefixes shorter than this many bits draw a warning.
+    #[serde(default = "default_wide_prefix_len")]
+    pub wide_prefix_len: u8,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig {
+            enabled: true,
+            allow: Vec::new(),
+            wide_prefix_len: default_wide_prefix_len(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_wide_prefix_len() -> u8 {
+    8
 }
 
 /// Settings of the agent process itself.
@@ -173,14 +265,31 @@ pub struct AgentConfig {
     /// restart, resolved against the config file's directory.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// bpffs directory where maps and links are pinned, so that protection
+    /// outlives the agent. One agent per directory.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// How often rules on `days_since_seen` are evaluated again, e.g. "1m".
+    #[serde(default = "default_expiry_interval", with = "humantime_serde")]
+    pub expiry_interval: std::time::Duration,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             state_dir: default_state_dir(),
+            pin_dir: default_pin_dir(),
+            expiry_interval: default_expiry_interval(),
         }
     }
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/intelwall")
+}
+
+fn default_expiry_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
 
 fn default_state_dir() -> PathBuf {
@@ -198,6 +307,7 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub lists: BTreeMap<String, Vec<String>>,
     pub agent: AgentConfig,
+    pub safety: SafetyConfig,
 }
 
 impl Config {
@@ -231,6 +341,7 @@ impl Config {
             rules: raw.rules,
             lists: raw.lists,
             agent: raw.agent,
+            safety: raw.safety,
         };
         if config.agent.state_dir.is_relative() {
             config.agent.state_dir = base.join(&config.agent.state_dir);
@@ -267,6 +378,10 @@ impl Config {
                     &feed.name,
                     format!("feed `{}`: score must be 0 to 100", feed.name),
                 ));
+            }
+            if let Err(message) = crate::source::check_settings(feed) {
+                let message = format!("feed `{}`: {message}", feed.name);
+                return Err(self.invalid_at(&feed.name, message));
             }
         }
         for rule in &self.rules {

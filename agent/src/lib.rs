@@ -8,9 +8,16 @@
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
+pub mod explain;
 pub mod feed;
 pub mod intel;
+pub mod pin;
 pub mod pipeline;
 pub mod report;
 pub mod rule;
+pub mod safety;
+pub mod service;
+pub mod source;
+pub mod status;

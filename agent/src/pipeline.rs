@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use jiff::Timestamp;
 
-use crate::compile::{self, CompileError, Compiled, RuleSpec};
-use crate::config::{Config, ConfigError};
+use crate::compile::{self, CompileError, Compiled, Registry, RuleSpec};
+use crate::config::{Config, ConfigError, FeedConfig};
 use crate::feed::{self, FeedError, FeedReport};
 use crate::intel::Intel;
 use crate::rule::{self, Lists};
+use crate::source::{self, Fetch, FetchOptions, SourceError, SourceReport, SourceStatus, TempCopy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -35,6 +36,27 @@ pub enum LoadError {
         #[source]
         source: FeedError,
     },
+    /// A `url` feed whose download failed, with no earlier download kept.
+    #[error("feed `{feed}`: {source}; no earlier download is kept at {}", .path.display())]
+    Download {
+        feed: String,
+        path: PathBuf,
+        #[source]
+        source: Box<SourceError>,
+    },
+    /// A `url` feed whose download did not load, with no earlier download
+    /// kept.
+    #[error(
+        "feed `{feed}`: the download from {url} is not a valid feed: {source}; no earlier download is kept at {}",
+        .path.display()
+    )]
+    InvalidDownload {
+        feed: String,
+        url: String,
+        path: PathBuf,
+        #[source]
+        source: Box<FeedError>,
+    },
     /// A rendered rule diagnostic: location, source line and caret.
     #[error("{0}")]
     Rule(String),
@@ -47,6 +69,8 @@ pub struct Loaded {
     pub config: Config,
     pub intel: Intel,
     pub feeds: Vec<FeedReport>,
+    /// Origin of each `url` feed's data, in config order.
+    pub sources: Vec<SourceReport>,
     pub compiled: Compiled,
     pub timings: Timings,
 }
@@ -58,26 +82,35 @@ pub struct Timings {
 }
 
 /// Loads the config at `path`, its feeds and rules, and compiles them.
+/// Downloads `url` feeds first, which blocks.
 pub fn load(path: &Path, now: Timestamp) -> Result<Loaded, LoadError> {
+    load_with(path, now, &FetchOptions::default(), &Registry::default())
+}
+
+/// [`load`] with the given retry settings for downloads, keeping the
+/// predicate bits and class ids of a previous compilation where they still
+/// apply.
+pub fn load_with(
+    path: &Path,
+    now: Timestamp,
+    fetch_options: &FetchOptions,
+    previous: &Registry,
+) -> Result<Loaded, LoadError> {
     let config = Config::load(path)?;
     let lists = parse_lists(&config)?;
     let rules = parse_rules(&config, &lists)?;
 
     let started = Instant::now();
-    let mut intel = Intel::new();
-    let mut feeds = Vec::with_capacity(config.feeds.len());
-    for feed_config in &config.feeds {
-        let report =
-            feed::load_feed(feed_config, &mut intel, now).map_err(|source| LoadError::Feed {
-                feed: feed_config.name.clone(),
-                source,
-            })?;
-        feeds.push(report);
-    }
+    let mut inputs = fetch_feeds(&config, fetch_options)?;
+    let (intel, feeds) = load_feeds(&config, &mut inputs, now)?;
+    let sources = inputs
+        .into_iter()
+        .filter_map(|input| input.report)
+        .collect();
     let feeds_took = started.elapsed();
 
     let started = Instant::now();
-    let compiled = compile::compile(rules, &intel, now)?;
+    let compiled = compile::compile(rules, &intel, now, previous)?;
     let timings = Timings {
         feeds: feeds_took,
         compile: started.elapsed(),
@@ -86,9 +119,172 @@ pub fn load(path: &Path, now: Timestamp) -> Result<Loaded, LoadError> {
         config,
         intel,
         feeds,
+        sources,
         compiled,
         timings,
     })
+}
+
+/// Input of one feed: a pending download, and for `url` feeds the report.
+struct FeedInput {
+    /// A download that becomes the kept copy once it loads.
+    download: Option<TempCopy>,
+    /// Present for `url` feeds.
+    report: Option<SourceReport>,
+}
+
+/// Downloads every `url` feed. A feed whose download fails falls back to its
+/// kept copy, and fails the load only when there is none.
+fn fetch_feeds(config: &Config, options: &FetchOptions) -> Result<Vec<FeedInput>, LoadError> {
+    let mut inputs = Vec::with_capacity(config.feeds.len());
+    for feed_config in &config.feeds {
+        let Some(url) = &feed_config.url else {
+            inputs.push(FeedInput {
+                download: None,
+                report: None,
+            });
+            continue;
+        };
+        let (download, status) = match source::fetch(feed_config, options) {
+            Ok(Fetch::Unchanged) => (None, SourceStatus::Unchanged),
+            Ok(Fetch::Downloaded(temp)) => {
+                let bytes = temp.bytes();
+                (Some(temp), SourceStatus::Downloaded { bytes })
+            }
+            Err(source) if feed_config.path.is_file() => {
+                (None, fall_back(feed_config, source.to_string()))
+            }
+            Err(source) => {
+                return Err(LoadError::Download {
+                    feed: feed_config.name.clone(),
+                    path: feed_config.path.clone(),
+                    source: Box::new(source),
+                });
+            }
+        };
+        let report = SourceReport {
+            feed: feed_config.name.clone(),
+            url: url.clone(),
+            path: feed_config.path.clone(),
+            status,
+        };
+        inputs.push(FeedInput {
+            download,
+            report: Some(report),
+        });
+    }
+    Ok(inputs)
+}
+
+/// Logs that a `url` feed loads its kept copy because of `error`.
+fn fall_back(feed_config: &FeedConfig, error: String) -> SourceStatus {
+    let age = source::kept_copy_age(&feed_config.path);
+    tracing::warn!(
+        feed = %feed_config.name,
+        url = feed_config.url.as_deref().unwrap_or_default(),
+        %error,
+        path = %feed_config.path.display(),
+        age = %source::describe_age(age),
+        "loading the kept copy of the feed instead of a new download"
+    );
+    SourceStatus::KeptCopy { error, age }
+}
+
+/// Loads every feed into a new store.
+///
+/// A download that fails to load may already have added part of its
+/// sightings, and the store cannot take them out again. So the pass starts
+/// over on a new store, with that feed on its kept copy. Each restart turns
+/// one download into a kept copy, so there are at most as many restarts as
+/// downloads, and a load where every download is valid reads each feed once.
+fn load_feeds(
+    config: &Config,
+    inputs: &mut [FeedInput],
+    now: Timestamp,
+) -> Result<(Intel, Vec<FeedReport>), LoadError> {
+    'pass: loop {
+        let mut intel = Intel::new();
+        let mut reports = Vec::with_capacity(config.feeds.len());
+        for (feed_config, input) in config.feeds.iter().zip(inputs.iter_mut()) {
+            match load_input(feed_config, input, &mut intel, now)? {
+                Some(report) => reports.push(report),
+                None => continue 'pass,
+            }
+        }
+        return Ok((intel, reports));
+    }
+}
+
+/// Loads one feed, from its download when there is one. Returns `None` when
+/// the download did not load; `input` then points at the kept copy.
+fn load_input(
+    feed_config: &FeedConfig,
+    input: &mut FeedInput,
+    intel: &mut Intel,
+    now: Timestamp,
+) -> Result<Option<FeedReport>, LoadError> {
+    let Some(temp) = input.download.take() else {
+        let report =
+            feed::load_feed(feed_config, intel, now).map_err(|source| LoadError::Feed {
+                feed: feed_config.name.clone(),
+                source,
+            })?;
+        return Ok(Some(report));
+    };
+
+    let temp_config = FeedConfig {
+        path: temp.path().to_owned(),
+        ..feed_config.clone()
+    };
+    match feed::load_feed(&temp_config, intel, now) {
+        Ok(mut report) => {
+            keep_download(feed_config, temp);
+            point_at_kept_copy(&mut report, feed_config);
+            Ok(Some(report))
+        }
+        Err(source) => {
+            drop(temp);
+            let url = feed_config.url.clone().unwrap_or_default();
+            if !feed_config.path.is_file() {
+                return Err(LoadError::InvalidDownload {
+                    feed: feed_config.name.clone(),
+                    url,
+                    path: feed_config.path.clone(),
+                    source: Box::new(source),
+                });
+            }
+            let error = format!("the download is not a valid feed: {source}");
+            let status = fall_back(feed_config, error);
+            if let Some(report) = &mut input.report {
+                report.status = status;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Makes a download that loaded the kept copy. A failure leaves the older
+/// copy in place while the loaded data stays in force, so it is logged rather
+/// than returned. A restarted pass then loads the older copy, or fails when
+/// there is none.
+fn keep_download(feed_config: &FeedConfig, temp: TempCopy) {
+    if let Err(error) = temp.commit() {
+        tracing::warn!(
+            feed = %feed_config.name,
+            path = %feed_config.path.display(),
+            %error,
+            "failed to keep the new download; a restart would load the older copy"
+        );
+    }
+}
+
+/// Names the kept copy, not the deleted temporary file, in a report of a
+/// download. The kept copy has the same lines, so line numbers still hold.
+fn point_at_kept_copy(report: &mut FeedReport, feed_config: &FeedConfig) {
+    report.path = feed_config.path.clone();
+    for diagnostic in &mut report.diagnostics {
+        diagnostic.path = feed_config.path.clone();
+    }
 }
 
 fn parse_lists(config: &Config) -> Result<Lists, LoadError> {

@@ -56,9 +56,10 @@ impl CheckReport {
             predicates: compiled
                 .predicates
                 .iter()
+                .flatten()
                 .map(ToString::to_string)
                 .collect(),
-            classes: compiled.verdicts.len(),
+            classes: compiled.registry.class_count(),
             maps: MapSummary {
                 hosts_v4: compiled.image.hosts_v4.len(),
                 hosts_v6: compiled.image.hosts_v6.len(),

@@ -17,6 +17,18 @@ pub mod map_name {
     pub const CONTROL: &str = "CONTROL";
     pub const CLASS_COUNTERS: &str = "CLASS_COUNTERS";
     pub const PATH_COUNTERS: &str = "PATH_COUNTERS";
+
+    pub const ALL: [&str; 9] = [
+        HOSTS_V4,
+        HOSTS_V6,
+        PREFIXES_V4,
+        PREFIXES_V6,
+        COVER_V4,
+        CLASSES,
+        CONTROL,
+        CLASS_COUNTERS,
+        PATH_COUNTERS,
+    ];
 }
 
 /// Name of the XDP program in the ELF object.
@@ -91,9 +103,13 @@ pub struct ClassEntry {
 pub enum Control {
     /// Which half of the class table is active: 0 or 1.
     Generation = 0,
+    /// The agent's update sequence number, matching its state file once an
+    /// update is complete and 0 while one is under way. The XDP program does
+    /// not read it.
+    Sequence = 1,
 }
 
-pub const CONTROL_SLOTS: u32 = 1;
+pub const CONTROL_SLOTS: u32 = 2;
 
 /// Packets and bytes, the value of every per-CPU counter array.
 #[repr(C)]

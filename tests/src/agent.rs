@@ -2,14 +2,23 @@
 //!
 //! The agent's contract: `intelwall run --config FILE` loads the feeds,
 //! compiles the rules, writes the maps, then attaches the XDP program and
-//! stays attached until SIGINT or SIGTERM, when it detaches and prints the
-//! per-rule counters on stdout. Because it attaches only after writing its
-//! maps, an attached program means the agent is ready.
+//! stays attached. SIGINT detaches and removes the pins, SIGTERM leaves them;
+//! both print the per-rule counters on stdout. The agent reports readiness
+//! as a systemd service does (READY=1 on the socket named by
+//! NOTIFY_SOCKET), once its maps are written and every interface attached;
+//! an attached program alone proves nothing after a restart, because the
+//! pinned program stays attached while no agent runs.
+//!
+//! The agent runs with `--netns`, not under `ip netns exec`: it then keeps
+//! the host's bpffs, so its pins outlive it as they do in production. Each
+//! test gives its agents their own pin and state directories
+//! ([`AgentDirs`]), so tests can run in parallel.
 
 use std::fs::File;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -24,10 +33,52 @@ const ATTACH_POLL_LIMIT: u32 = 1200;
 const EXIT_POLL_LIMIT: u32 = 300;
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Agents pin their programs and maps under one fixed bpffs directory, so two
-/// agents in one test binary would collide. This lock runs them one at a
-/// time; test binaries themselves run one after another under `cargo test`.
-static ONE_AGENT_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Pin and state directories of one test's agents, removed on drop with
+/// whatever is still pinned there.
+pub struct AgentDirs {
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl AgentDirs {
+    /// Unique directories for one test.
+    pub fn new() -> Result<AgentDirs> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let state = tempfile::tempdir().context("cannot create a state directory")?;
+        let unique = format!(
+            "intelwall-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        Ok(AgentDirs {
+            pin_dir: Path::new("/sys/fs/bpf").join(unique),
+            state_dir: state.path().join("state"),
+            _state: state,
+        })
+    }
+
+    /// The `[agent]` table that points an agent at these directories, with
+    /// `extra` lines (such as `expiry_interval = "1s"`) appended.
+    pub fn section(&self, extra: &str) -> String {
+        format!(
+            "[agent]\npin_dir = \"{}\"\nstate_dir = \"{}\"\n{extra}\n",
+            self.pin_dir.display(),
+            self.state_dir.display()
+        )
+    }
+}
+
+impl Drop for AgentDirs {
+    fn drop(&mut self) {
+        // Removing the pins detaches anything an agent left attached.
+        if let Err(error) = std::fs::remove_dir_all(&self.pin_dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("cannot remove {}: {error}", self.pin_dir.display());
+        }
+    }
+}
 
 /// A running `intelwall run`, stopped on drop.
 pub struct Agent {
@@ -38,7 +89,6 @@ pub struct Agent {
     stderr_path: PathBuf,
     /// Holds the agent's stdout and stderr files; removed on drop.
     _output_dir: tempfile::TempDir,
-    _serial: MutexGuard<'static, ()>,
 }
 
 /// What a stopped agent printed, and how it exited.
@@ -54,11 +104,17 @@ impl Agent {
     /// until its XDP program is attached to `interface`. Fails with the
     /// agent's stderr when it exits first or never attaches.
     pub fn start(binary: &Path, netns: &str, interface: &str, config: &Path) -> Result<Agent> {
-        // A test that panicked while holding the lock leaves it poisoned;
-        // its agent was still stopped by Drop, so the lock is usable.
-        let serial = ONE_AGENT_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Agent::start_with_env(binary, netns, interface, config, &[])
+    }
+
+    /// Like [`Agent::start`], with extra environment variables for the agent.
+    pub fn start_with_env(
+        binary: &Path,
+        netns: &str,
+        interface: &str,
+        config: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Agent> {
         let output_dir =
             tempfile::tempdir().context("cannot create a directory for agent output")?;
         let stdout_path = output_dir.path().join("stdout");
@@ -68,14 +124,19 @@ impl Agent {
         let stdout = File::create(&stdout_path).context("cannot create the agent's stdout file")?;
         let stderr = File::create(&stderr_path).context("cannot create the agent's stderr file")?;
 
-        // `ip netns exec` replaces itself with the command, so the child's
-        // pid is the agent's and signals reach it directly.
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns])
-            .arg(binary)
+        let notify_path = output_dir.path().join("notify");
+        let notify =
+            UnixDatagram::bind(&notify_path).context("cannot bind the readiness socket")?;
+        notify
+            .set_read_timeout(Some(ATTACH_POLL_INTERVAL))
+            .context("cannot set a timeout on the readiness socket")?;
+        let child = Command::new(binary)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .args(["--netns", netns])
             .arg("run")
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -89,15 +150,24 @@ impl Agent {
             stdout_path,
             stderr_path,
             _output_dir: output_dir,
-            _serial: serial,
         };
-        agent.wait_attached()?;
+        agent.wait_ready(&notify)?;
         Ok(agent)
     }
 
-    fn wait_attached(&mut self) -> Result<()> {
+    fn wait_ready(&mut self, notify: &UnixDatagram) -> Result<()> {
+        let mut message = [0u8; 512];
         for _ in 0..ATTACH_POLL_LIMIT {
-            if xdp_attached(&self.netns, &self.interface)? {
+            if let Ok(len) = notify.recv(&mut message)
+                && String::from_utf8_lossy(&message[..len])
+                    .lines()
+                    .any(|line| line == "READY=1")
+            {
+                anyhow::ensure!(
+                    xdp_attached(&self.netns, &self.interface)?,
+                    "agent reported ready but nothing is attached to {}",
+                    self.interface
+                );
                 return Ok(());
             }
             let child = self.child.as_mut().expect("child present until stop");
@@ -108,7 +178,6 @@ impl Agent {
                     self.stderr()
                 );
             }
-            thread::sleep(ATTACH_POLL_INTERVAL);
         }
         bail!(
             "agent did not attach to {} within {} s; its stderr so far:\n{}",
@@ -130,6 +199,23 @@ impl Agent {
         })
     }
 
+    /// Sends `signal` (for example SIGTERM, which leaves protection in place,
+    /// or SIGKILL), waits for the agent to exit and returns what it printed.
+    pub fn stop_with(mut self, signal: i32) -> Result<AgentOutput> {
+        let mut child = self.child.take().expect("child present until stop");
+        let status = stop_child(&mut child, signal)?;
+        Ok(AgentOutput {
+            status,
+            stdout: read_lossy(&self.stdout_path),
+            stderr: self.stderr(),
+        })
+    }
+
+    /// Everything the agent logged so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr()
+    }
+
     /// Returns the agent's pid, for sending it other signals such as SIGHUP.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("child present until stop").id()
@@ -147,8 +233,9 @@ impl Drop for Agent {
         };
         // Errors are printed, not raised, because a panic while a failing
         // test unwinds would abort the test binary.
-        match stop_child(&mut child, libc::SIGTERM) {
-            Ok(status) if !status.success() => eprintln!("agent exited with {status} on SIGTERM"),
+        // SIGINT: the agent detaches and removes its pins.
+        match stop_child(&mut child, libc::SIGINT) {
+            Ok(status) if !status.success() => eprintln!("agent exited with {status} on SIGINT"),
             Ok(_) => {}
             Err(error) => eprintln!("cannot stop the agent: {error:#}"),
         }

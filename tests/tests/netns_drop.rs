@@ -7,7 +7,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use intelwall_tests::agent::{Agent, xdp_attached};
+use intelwall_tests::agent::{Agent, AgentDirs, xdp_attached};
 use intelwall_tests::agent_binary;
 use intelwall_tests::netns::{Testbed, require_root};
 use intelwall_tests::packet::{ETHERTYPE_IPV4, IPPROTO_UDP, Ipv4Header, Link, VlanTags, udp};
@@ -173,9 +173,10 @@ fn drops_listed_sources() {
     fs::write(dir.path().join("drop.txt"), LIST_FEED).expect("write list feed");
     fs::write(dir.path().join("ddos.jsonl"), JSONL_FEED).expect("write jsonl feed");
     let config = dir.path().join("intelwall.toml");
+    let agent_dirs = AgentDirs::new().expect("create agent directories");
     fs::write(
         &config,
-        DOCUMENTATION_CONFIG.replace("INTERFACE", "veth-rx"),
+        agent_dirs.section("") + &DOCUMENTATION_CONFIG.replace("INTERFACE", "veth-rx"),
     )
     .expect("write config");
 
@@ -332,7 +333,9 @@ fn drops_real_feed_sources() {
         sources.extend(clean_samples(&all, 3, true));
     }
 
-    let mut config = format!(
+    let agent_dirs = AgentDirs::new().expect("create agent directories");
+    let mut config = agent_dirs.section("");
+    config += &format!(
         "[[interface]]\nname = \"veth-rx\"\nmode = \"native\"\n\n\
          [[feed]]\nname = \"spamhaus-drop\"\npath = {}\nformat = \"list\"\ndatasets = [\"drop\"]\n\n\
          [[feed]]\nname = \"firehol-level1\"\npath = {}\nformat = \"list\"\ndatasets = [\"firehol\"]\n\n",

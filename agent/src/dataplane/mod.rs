@@ -2,6 +2,8 @@
 //! interfaces and reads its counters.
 
 mod batch;
+mod pinned;
+mod update;
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -15,6 +17,8 @@ use intelwall_common::{
 };
 
 pub use batch::LpmKey;
+pub use pinned::unpin_link;
+pub use update::UpdateStats;
 
 use crate::compile::MapImage;
 use crate::config::AttachMode;
@@ -67,6 +71,17 @@ pub enum DataplaneError {
         needed: usize,
         capacity: u32,
     },
+    #[error(
+        "no free class id for the update: {in_use} ids in use of {MAX_CLASSES}; \
+         the rules split the intel into too many classes"
+    )]
+    ClassesExhausted { in_use: usize },
+    #[error("cannot pin or open {path}: {source}")]
+    Pin {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("test run failed: {0}")]
     TestRun(#[source] ProgramError),
 }
@@ -106,7 +121,16 @@ pub struct Attachment {
     pub mode: &'static str,
     /// Why `auto` fell back to skb mode, when it did.
     pub fallback_reason: Option<String>,
-    link: XdpLinkId,
+    link: LinkHandle,
+}
+
+/// How the agent holds an attachment.
+#[derive(Debug)]
+enum LinkHandle {
+    /// Owned by the loaded program: it ends when the agent exits.
+    Owned(XdpLinkId),
+    /// Pinned in bpffs: it outlives the agent until the pin is removed.
+    Pinned(std::path::PathBuf),
 }
 
 /// The loaded XDP program and its maps.
@@ -120,23 +144,68 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads the embedded program with maps of the given capacity.
     pub fn load(capacity: Capacity) -> Result<Dataplane, DataplaneError> {
+        Dataplane::load_pinned(capacity, None)
+    }
+
+    /// Loads the embedded program with its maps pinned in `maps_dir`: maps
+    /// already pinned there are reused as they are, missing ones are created
+    /// and pinned.
+    pub fn load_pinned(
+        capacity: Capacity,
+        maps_dir: Option<&std::path::Path>,
+    ) -> Result<Dataplane, DataplaneError> {
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(map_name::HOSTS_V4, capacity.hosts_v4)
             .map_max_entries(map_name::HOSTS_V6, capacity.hosts_v6)
             .map_max_entries(map_name::PREFIXES_V4, capacity.prefixes_v4)
-            .map_max_entries(map_name::PREFIXES_V6, capacity.prefixes_v6)
-            .load(XDP_OBJECT)
-            .map_err(DataplaneError::Load)?;
+            .map_max_entries(map_name::PREFIXES_V6, capacity.prefixes_v6);
+        if let Some(dir) = maps_dir {
+            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Write {
+                map: "pin directory",
+                source,
+            })?;
+            for name in map_name::ALL {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(XDP_OBJECT).map_err(DataplaneError::Load)?;
         program_mut(&mut ebpf)?
             .load()
             .map_err(DataplaneError::Verify)?;
-        Ok(Dataplane {
+        let mut dataplane = Dataplane {
             ebpf,
             capacity,
             generation: 0,
             attachments: Vec::new(),
-        })
+        };
+        dataplane.generation = dataplane.control(Control::Generation)? & 1;
+        Ok(dataplane)
+    }
+
+    /// Reads a slot of the CONTROL map.
+    pub fn control(&self, slot: Control) -> Result<u32, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(map_name::CONTROL)
+            .ok_or(DataplaneError::MissingMap(map_name::CONTROL))?;
+        let control: Array<&MapData, u32> =
+            Array::try_from(map).map_err(|source| DataplaneError::Read {
+                map: map_name::CONTROL,
+                source,
+            })?;
+        control
+            .get(&(slot as u32), 0)
+            .map_err(|source| DataplaneError::Read {
+                map: map_name::CONTROL,
+                source,
+            })
+    }
+
+    /// Records the update sequence number; 0 marks an update under way.
+    pub fn set_sequence(&self, sequence: u32) -> Result<(), DataplaneError> {
+        self.update(map_name::CONTROL, &[Control::Sequence as u32], &[sequence])
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -236,24 +305,38 @@ impl Dataplane {
     /// Writes a class table into the idle half and makes it active.
     pub fn write_classes(&mut self, classes: &[ClassEntry]) -> Result<(), DataplaneError> {
         let idle = (self.generation + 1) % GENERATIONS;
-        let mut table: Array<&mut MapData, ClassEntry> =
-            typed_map(&mut self.ebpf, map_name::CLASSES)?;
-        for (class, entry) in classes.iter().enumerate().take(MAX_CLASSES as usize) {
-            table
-                .set(class_slot(idle, class as u32), entry, 0)
-                .map_err(|source| DataplaneError::Set {
-                    map: map_name::CLASSES,
-                    source,
-                })?;
-        }
-        let mut control: Array<&mut MapData, u32> = typed_map(&mut self.ebpf, map_name::CONTROL)?;
-        control
-            .set(Control::Generation as u32, idle, 0)
-            .map_err(|source| DataplaneError::Set {
-                map: map_name::CONTROL,
-                source,
-            })?;
-        self.generation = idle;
+        let entries: Vec<(u32, ClassEntry)> = classes
+            .iter()
+            .take(MAX_CLASSES as usize)
+            .enumerate()
+            .map(|(class, entry)| (class as u32, *entry))
+            .collect();
+        self.write_class_slots(idle, &entries)?;
+        self.set_generation(idle)
+    }
+
+    /// Writes class entries into one half of the class table.
+    fn write_class_slots(
+        &self,
+        generation: u32,
+        entries: &[(u32, ClassEntry)],
+    ) -> Result<(), DataplaneError> {
+        let (slots, values): (Vec<u32>, Vec<ClassEntry>) = entries
+            .iter()
+            .map(|(class, entry)| (class_slot(generation, *class), *entry))
+            .unzip();
+        self.update(map_name::CLASSES, &slots, &values)
+    }
+
+    /// Makes `generation` the active half of the class table: one 4-byte
+    /// write, which a packet sees either before or after.
+    fn set_generation(&mut self, generation: u32) -> Result<(), DataplaneError> {
+        self.update(
+            map_name::CONTROL,
+            &[Control::Generation as u32],
+            &[generation],
+        )?;
+        self.generation = generation;
         Ok(())
     }
 
@@ -310,18 +393,24 @@ impl Dataplane {
         &self.attachments
     }
 
-    /// Detaches from every interface.
+    /// Detaches from every interface, pinned links included.
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         let attachments = std::mem::take(&mut self.attachments);
         let program = program_mut(&mut self.ebpf)?;
         for attachment in attachments {
-            program
-                .detach(attachment.link)
-                .map_err(|source| DataplaneError::Attach {
-                    interface: attachment.interface.clone(),
-                    mode: attachment.mode,
-                    source,
-                })?;
+            match attachment.link {
+                LinkHandle::Owned(link) => {
+                    program
+                        .detach(link)
+                        .map_err(|source| DataplaneError::Attach {
+                            interface: attachment.interface.clone(),
+                            mode: attachment.mode,
+                            source,
+                        })?
+                }
+                LinkHandle::Pinned(path) => pinned::unpin_link(&path)
+                    .map_err(|source| DataplaneError::Pin { path, source })?,
+            }
         }
         Ok(())
     }
@@ -405,7 +494,7 @@ fn attach_with(
         interface: interface.to_owned(),
         mode: mode_name,
         fallback_reason,
-        link,
+        link: LinkHandle::Owned(link),
     })
 }
 
@@ -414,14 +503,6 @@ fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
         .ok_or(DataplaneError::MissingMap("program intelwall"))?
         .try_into()
         .map_err(DataplaneError::Verify)
-}
-
-fn typed_map<'a, V: aya::Pod>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<Array<&'a mut MapData, V>, DataplaneError> {
-    let map = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
-    Array::try_from(map).map_err(|source| DataplaneError::Read { map: name, source })
 }
 
 fn map_data(map: &Map) -> &MapData {

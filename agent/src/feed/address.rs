@@ -68,6 +68,36 @@ pub enum IndicatorError {
         family = family_name(.0.addr())
     )]
     DefaultRoute(IpNet),
+    #[error("range mixes an IPv4 and an IPv6 address")]
+    RangeFamilies,
+    #[error("range start {first} is after its end {last}")]
+    RangeReversed { first: IpAddr, last: IpAddr },
+    #[error(
+        "range covers more addresses than a /{limit}; set `{key} = {needed}` in the feed's config to load it"
+    )]
+    RangeTooWide {
+        limit: u8,
+        /// The smallest setting of the limit that accepts the range.
+        needed: u32,
+        key: &'static str,
+    },
+}
+
+/// Widest `first-last` range accepted, per family, as the prefix length of
+/// a prefix of the same size; 0 accepts every range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeLimit {
+    pub ipv4: u8,
+    pub ipv6: u8,
+}
+
+impl Default for RangeLimit {
+    /// Returns a /16 for IPv4 and a /48 for IPv6: wide enough for the
+    /// ranges of a few /24s that blocklists publish, narrow enough to catch a
+    /// typo in a range's first octets.
+    fn default() -> Self {
+        RangeLimit { ipv4: 16, ipv6: 48 }
+    }
 }
 
 /// Parses `text` (already trimmed) into a canonical prefix. The second value
@@ -96,6 +126,56 @@ pub fn parse_indicator(
     check_usable(net, default_route)?;
     let normalised = (normalised != Normalised::default()).then_some(normalised);
     Ok((net, normalised))
+}
+
+/// Parses a range `first-last` (both ends included) into the smallest set
+/// of canonical prefixes that covers exactly those addresses. Each end is
+/// checked as an indicator is, and IPv4-mapped ends are folded to IPv4.
+pub fn parse_range(
+    text: &str,
+    default_route: DefaultRoute,
+    limit: RangeLimit,
+) -> Result<Vec<IpNet>, IndicatorError> {
+    let (first, last) = text.split_once('-').ok_or(IndicatorError::InvalidAddress)?;
+    let first = canonical_address(parse_address(first.trim())?);
+    let last = canonical_address(parse_address(last.trim())?);
+    let prefixes: Vec<IpNet> = match (first, last) {
+        (IpAddr::V4(first_v4), IpAddr::V4(last_v4)) => {
+            if first_v4 > last_v4 {
+                return Err(IndicatorError::RangeReversed { first, last });
+            }
+            let span = u32::from(last_v4) - u32::from(first_v4);
+            check_range_width(span.leading_zeros(), limit.ipv4, "max_range_ipv4")?;
+            ipnet::Ipv4Subnets::new(first_v4, last_v4, 0)
+                .map(IpNet::V4)
+                .collect()
+        }
+        (IpAddr::V6(first_v6), IpAddr::V6(last_v6)) => {
+            if first_v6 > last_v6 {
+                return Err(IndicatorError::RangeReversed { first, last });
+            }
+            let span = u128::from(last_v6) - u128::from(first_v6);
+            check_range_width(span.leading_zeros(), limit.ipv6, "max_range_ipv6")?;
+            ipnet::Ipv6Subnets::new(first_v6, last_v6, 0)
+                .map(IpNet::V6)
+                .collect()
+        }
+        _ => return Err(IndicatorError::RangeFamilies),
+    };
+    for prefix in &prefixes {
+        check_usable(*prefix, default_route)?;
+    }
+    Ok(prefixes)
+}
+
+/// Checks a range against the limit. `needed` is the longest prefix length
+/// whose prefix contains as many addresses as the range spans: the leading
+/// zeros of `last - first`.
+fn check_range_width(needed: u32, limit: u8, key: &'static str) -> Result<(), IndicatorError> {
+    if needed < u32::from(limit) {
+        return Err(IndicatorError::RangeTooWide { limit, needed, key });
+    }
+    Ok(())
 }
 
 fn parse_address(text: &str) -> Result<IpAddr, IndicatorError> {
@@ -311,6 +391,101 @@ mod tests {
         ));
         // The prefix 0.0.0.0/8 ("this network") is a network, not the address.
         assert_eq!(parse("0.0.0.0/8"), Ok((net("0.0.0.0/8"), None)));
+    }
+
+    fn range(text: &str) -> Result<Vec<IpNet>, IndicatorError> {
+        parse_range(text, DefaultRoute::Reject, RangeLimit::default())
+    }
+
+    fn nets(texts: &[&str]) -> Vec<IpNet> {
+        texts.iter().map(|text| net(text)).collect()
+    }
+
+    #[test]
+    fn range_splits_into_prefixes() {
+        assert_eq!(range("192.0.2.0-192.0.2.255"), Ok(nets(&["192.0.2.0/24"])));
+        assert_eq!(
+            range("192.0.2.1 - 192.0.2.6"),
+            Ok(nets(&[
+                "192.0.2.1/32",
+                "192.0.2.2/31",
+                "192.0.2.4/31",
+                "192.0.2.6/32"
+            ]))
+        );
+        assert_eq!(range("192.0.2.9-192.0.2.9"), Ok(nets(&["192.0.2.9/32"])));
+        assert_eq!(
+            range("2001:db8::-2001:db8::1:ffff"),
+            Ok(nets(&["2001:db8::/111"]))
+        );
+        assert_eq!(
+            range("::ffff:192.0.2.0-::ffff:192.0.2.127"),
+            Ok(nets(&["192.0.2.0/25"]))
+        );
+    }
+
+    #[test]
+    fn range_errors() {
+        assert_eq!(
+            range("192.0.2.9-192.0.2.1").unwrap_err().to_string(),
+            "range start 192.0.2.9 is after its end 192.0.2.1"
+        );
+        assert_eq!(
+            range("192.0.2.1-2001:db8::1"),
+            Err(IndicatorError::RangeFamilies)
+        );
+        assert_eq!(
+            range("192.0.2.1-192.0.2.300"),
+            Err(IndicatorError::OctetOutOfRange("300".to_owned()))
+        );
+        assert_eq!(
+            range("010.0.0.1-10.0.0.9"),
+            Err(IndicatorError::LeadingZero("010".to_owned()))
+        );
+        assert_eq!(range("192.0.2.1-"), Err(IndicatorError::InvalidAddress));
+        assert!(matches!(
+            range("0.0.0.0-0.0.0.0"),
+            Err(IndicatorError::Unspecified(_))
+        ));
+    }
+
+    #[test]
+    fn wide_range_needs_permission() {
+        assert_eq!(
+            range("10.0.0.0-10.255.255.255").unwrap_err().to_string(),
+            "range covers more addresses than a /16; set `max_range_ipv4 = 8` in the feed's config to load it"
+        );
+        // One address more than a /16 is already too wide.
+        assert!(matches!(
+            range("10.0.0.0-10.1.0.0"),
+            Err(IndicatorError::RangeTooWide { needed: 15, .. })
+        ));
+        assert_eq!(range("10.0.0.0-10.0.255.255"), Ok(nets(&["10.0.0.0/16"])));
+        assert!(matches!(
+            range("2001:db8::-2001:db9::"),
+            Err(IndicatorError::RangeTooWide {
+                key: "max_range_ipv6",
+                ..
+            })
+        ));
+
+        let any = RangeLimit { ipv4: 0, ipv6: 0 };
+        assert_eq!(
+            parse_range("0.0.0.0-255.255.255.255", DefaultRoute::Allow, any),
+            Ok(nets(&["0.0.0.0/0"]))
+        );
+        assert!(matches!(
+            parse_range("0.0.0.0-255.255.255.255", DefaultRoute::Reject, any),
+            Err(IndicatorError::DefaultRoute(_))
+        ));
+        assert_eq!(
+            parse_range(
+                "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                DefaultRoute::Allow,
+                any
+            ),
+            Ok(nets(&["::/0"]))
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Findings about single lines of a feed file.
+//! Findings about single records of a feed file: a line, or an object of a
+//! JSON document.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,26 +26,56 @@ impl fmt::Display for Severity {
     }
 }
 
-/// A finding about one line of a feed file, shown as
-/// `path:line: warning: message`.
+/// Position of a record in its file. Line formats give the line, and
+/// document formats the object's id (or its index when it has none), because
+/// the JSON parser keeps no line numbers for nested objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location<'a> {
+    /// Line number, counted from 1.
+    Line(u64),
+    /// Object id, such as a STIX id or a MISP attribute UUID.
+    Object(&'a str),
+}
+
+impl From<u64> for Location<'_> {
+    fn from(line: u64) -> Self {
+        Location::Line(line)
+    }
+}
+
+/// A finding about one record of a feed file, shown as
+/// `path:line: warning: message` or `path: object id: warning: message`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub path: PathBuf,
-    /// Line number in the file, counted from 1.
+    /// Line number in the file, counted from 1; 0 when `object` names the
+    /// record instead.
     pub line: u64,
+    /// Id of the JSON object the finding is about, for whole-document formats.
+    pub object: Option<String>,
     pub severity: Severity,
     pub message: String,
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.path.display(),
-            self.line,
-            self.severity,
-            self.message
-        )
+        match &self.object {
+            Some(object) => write!(
+                f,
+                "{}: {}: {}: {}",
+                self.path.display(),
+                object,
+                self.severity,
+                self.message
+            ),
+            None => write!(
+                f,
+                "{}:{}: {}: {}",
+                self.path.display(),
+                self.line,
+                self.severity,
+                self.message
+            ),
+        }
     }
 }

@@ -23,7 +23,6 @@
 //! the whole feed, while a misspelt attribute key still shows up once.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::io::BufRead;
 
@@ -33,8 +32,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::FeedError;
 use super::lines::{LineReader, LineText};
-use super::load::{FeedLoad, intern_value};
-use crate::intel::{Attribute, Intel, ProfileDraft, ProfileId, Sighting, Symbol};
+use super::load::{FeedLoad, ProfileCache, intern_value};
+use crate::intel::{Attribute, Intel, Sighting, Symbol};
 
 pub fn load<R: BufRead>(
     lines: &mut LineReader<R>,
@@ -190,7 +189,7 @@ fn parse_line<'de>(
 
 /// Shows a `serde_json` error with the position as a column, because the
 /// line number `serde_json` gives is always 1 here.
-struct JsonError<'a>(&'a serde_json::Error);
+pub struct JsonError<'a>(pub &'a serde_json::Error);
 
 impl fmt::Display for JsonError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -201,38 +200,6 @@ impl fmt::Display for JsonError<'_> {
         // `serde_json` gives column 0 for an error at the first character.
         let column = error.column().max(1);
         write!(f, "invalid JSON object at column {column}: {message}")
-    }
-}
-
-/// Finds the profile id of a line's attribute values without building a
-/// [`ProfileDraft`] for a combination seen before.
-#[derive(Default)]
-struct ProfileCache {
-    /// Keyed by every attribute's sorted values, each list closed by `None`.
-    ids: HashMap<Box<[Option<Symbol>]>, ProfileId>,
-    key: Vec<Option<Symbol>>,
-}
-
-impl ProfileCache {
-    fn profile_id(&mut self, intel: &mut Intel, values: &mut [Vec<Symbol>; 5]) -> ProfileId {
-        self.key.clear();
-        for list in values.iter_mut() {
-            list.sort_unstable();
-            list.dedup();
-            self.key.extend(list.iter().copied().map(Some));
-            self.key.push(None);
-        }
-        if let Some(&id) = self.ids.get(self.key.as_slice()) {
-            return id;
-        }
-
-        let mut draft = ProfileDraft::default();
-        for (attribute, list) in Attribute::ALL.into_iter().zip(values.iter()) {
-            draft.extend(attribute, list.iter().copied());
-        }
-        let id = intel.profile_id(draft);
-        self.ids.insert(self.key.as_slice().into(), id);
-        id
     }
 }
 

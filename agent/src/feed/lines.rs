@@ -3,8 +3,7 @@
 //! Line ends may be `\n` or `\r\n`, and a UTF-8 byte-order mark before the
 //! first line is dropped, so files saved by Windows tools read as clean ones.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Seek};
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
 use super::FeedError;
@@ -14,10 +13,6 @@ use super::FeedError;
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Read buffer size; larger than the 8 KiB default to cut read calls on
-/// feeds of millions of lines.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 pub struct LineReader<R> {
     reader: R,
@@ -37,17 +32,6 @@ pub enum LineText<'a> {
     Text(&'a str),
     /// The line was longer than [`MAX_LINE_BYTES`] and has been skipped.
     TooLong,
-}
-
-impl LineReader<BufReader<File>> {
-    pub fn open(path: &Path) -> Result<Self, FeedError> {
-        let file = File::open(path).map_err(|source| FeedError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        let reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-        Ok(LineReader::new(reader, path))
-    }
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -135,19 +119,6 @@ impl<R: BufRead> LineReader<R> {
                 return Ok(Some(too_long));
             }
         }
-    }
-}
-
-impl<R: BufRead + Seek> LineReader<R> {
-    /// Goes back to the first line, after format detection has read ahead.
-    pub fn rewind(&mut self) -> Result<(), FeedError> {
-        self.reader.rewind().map_err(|source| FeedError::Read {
-            path: self.path.clone(),
-            line: 1,
-            source,
-        })?;
-        self.number = 0;
-        Ok(())
     }
 }
 

@@ -1,13 +1,15 @@
 //! State shared by the format parsers while one feed loads: the store, the
 //! feed's settings, the counters and the diagnostics.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 
-use super::address::{self, DefaultRoute};
-use super::diagnostic::{Diagnostic, MAX_DIAGNOSTICS, Severity};
+use super::address::{self, DefaultRoute, RangeLimit};
+use super::diagnostic::{Diagnostic, Location, MAX_DIAGNOSTICS, Severity};
 use super::{FeedError, FeedReport};
 use crate::config::{FeedConfig, FeedFormat};
 use crate::intel::{Attribute, FeedId, Intel, ProfileDraft, ProfileId, Sighting, Symbol};
@@ -20,6 +22,10 @@ pub struct FeedLoad<'a> {
     /// The load time in Unix seconds: the `last_seen` of lines that give none.
     pub now: i64,
     default_route: DefaultRoute,
+    range_limit: RangeLimit,
+    /// The file diagnostics name, when it is not the feed's path: an event
+    /// file of a MISP feed directory.
+    diagnostic_path: Option<PathBuf>,
     report: FeedReport,
     /// Kept apart from the capped diagnostics so that a failure can always
     /// show it.
@@ -39,15 +45,31 @@ impl<'a> FeedLoad<'a> {
         } else {
             DefaultRoute::Reject
         };
+        let defaults = RangeLimit::default();
+        let range_limit = RangeLimit {
+            ipv4: config.max_range_ipv4.unwrap_or(defaults.ipv4),
+            ipv6: config.max_range_ipv6.unwrap_or(defaults.ipv6),
+        };
         FeedLoad {
             intel,
             config,
             feed,
             now: now.as_second(),
             default_route,
+            range_limit,
+            diagnostic_path: None,
             report: FeedReport::new(config, format),
             first_rejection: None,
         }
+    }
+
+    pub fn config(&self) -> &'a FeedConfig {
+        self.config
+    }
+
+    /// Names `path` in later diagnostics in place of the feed's path.
+    pub fn set_diagnostic_path(&mut self, path: &Path) {
+        self.diagnostic_path = Some(path.to_owned());
     }
 
     /// Returns the score for lines that give none.
@@ -82,20 +104,46 @@ impl<'a> FeedLoad<'a> {
     }
 
     /// Parses an indicator, warning when it had to be normalised and
-    /// rejecting the line when it is invalid.
-    pub fn parse_indicator(&mut self, line: u64, text: &str) -> Option<IpNet> {
+    /// rejecting the record when it is invalid.
+    pub fn parse_indicator<'l>(
+        &mut self,
+        at: impl Into<Location<'l>>,
+        text: &str,
+    ) -> Option<IpNet> {
         match address::parse_indicator(text, self.default_route) {
             Ok((net, None)) => Some(net),
             Ok((net, Some(normalised))) => {
                 self.report.normalised += 1;
-                self.warn(line, format_args!("`{text}` {normalised}; loaded as {net}"));
+                self.warn(at, format_args!("`{text}` {normalised}; loaded as {net}"));
                 Some(net)
             }
             Err(error) => {
-                self.reject(line, format_args!("rejected indicator `{text}`: {error}"));
+                self.reject(at, format_args!("rejected indicator `{text}`: {error}"));
                 None
             }
         }
+    }
+
+    /// Parses a range `first-last` into the prefixes that cover it,
+    /// rejecting the record when it is invalid or wider than the feed allows.
+    pub fn parse_range<'l>(
+        &mut self,
+        at: impl Into<Location<'l>>,
+        text: &str,
+    ) -> Option<Vec<IpNet>> {
+        match address::parse_range(text, self.default_route, self.range_limit) {
+            Ok(prefixes) => Some(prefixes),
+            Err(error) => {
+                self.reject(at, format_args!("rejected range `{text}`: {error}"));
+                None
+            }
+        }
+    }
+
+    /// Counts a record that is valid but carries no IP indicator, such as a
+    /// domain name in a trail file or a file hash in a STIX bundle.
+    pub fn skip(&mut self) {
+        self.report.skipped += 1;
     }
 
     /// Adds one sighting of this feed, merging it with an identical one
@@ -130,17 +178,18 @@ impl<'a> FeedLoad<'a> {
         );
     }
 
-    pub fn warn(&mut self, line: u64, message: fmt::Arguments<'_>) {
-        self.push(line, Severity::Warning, message);
+    pub fn warn<'l>(&mut self, at: impl Into<Location<'l>>, message: fmt::Arguments<'_>) {
+        self.push(at.into(), Severity::Warning, message);
     }
 
-    /// Reports a line that does not load at all.
-    pub fn reject(&mut self, line: u64, message: fmt::Arguments<'_>) {
+    /// Reports a record that does not load at all.
+    pub fn reject<'l>(&mut self, at: impl Into<Location<'l>>, message: fmt::Arguments<'_>) {
+        let at = at.into();
         self.report.rejected += 1;
         if self.first_rejection.is_none() {
-            self.first_rejection = Some(self.diagnostic(line, Severity::Error, message));
+            self.first_rejection = Some(self.diagnostic(at, Severity::Error, message));
         }
-        self.push(line, Severity::Error, message);
+        self.push(at, Severity::Error, message);
     }
 
     /// Ends the load: fails it when nothing of a non-empty file loaded, or
@@ -167,22 +216,109 @@ impl<'a> FeedLoad<'a> {
 
     /// Stores a diagnostic unless the cap is reached; the message is only
     /// formatted when it is stored.
-    fn push(&mut self, line: u64, severity: Severity, message: fmt::Arguments<'_>) {
+    fn push(&mut self, at: Location<'_>, severity: Severity, message: fmt::Arguments<'_>) {
         if self.report.diagnostics.len() >= MAX_DIAGNOSTICS {
             self.report.diagnostics_omitted += 1;
             return;
         }
-        let diagnostic = self.diagnostic(line, severity, message);
+        let diagnostic = self.diagnostic(at, severity, message);
         self.report.diagnostics.push(diagnostic);
     }
 
-    fn diagnostic(&self, line: u64, severity: Severity, message: fmt::Arguments<'_>) -> Diagnostic {
+    fn diagnostic(
+        &self,
+        at: Location<'_>,
+        severity: Severity,
+        message: fmt::Arguments<'_>,
+    ) -> Diagnostic {
+        let (line, object) = match at {
+            Location::Line(line) => (line, None),
+            Location::Object(id) => (0, Some(id.to_owned())),
+        };
         Diagnostic {
-            path: self.report.path.clone(),
+            path: self
+                .diagnostic_path
+                .clone()
+                .unwrap_or_else(|| self.report.path.clone()),
             line,
+            object,
             severity,
             message: message.to_string(),
         }
+    }
+}
+
+/// The attribute values of one record, the config's included, turned into a
+/// profile id. Buffers are reused from record to record.
+pub struct RecordAttributes {
+    /// The config's values for each attribute, added to every record's.
+    config_values: [Vec<Symbol>; 5],
+    /// The current record's values for each attribute, config's included.
+    pub values: [Vec<Symbol>; 5],
+    profiles: ProfileCache,
+}
+
+impl RecordAttributes {
+    pub fn new(load: &mut FeedLoad<'_>) -> Self {
+        RecordAttributes {
+            config_values: load.config_values(),
+            values: Default::default(),
+            profiles: ProfileCache::default(),
+        }
+    }
+
+    /// Starts a record with the config's values only.
+    pub fn start(&mut self) {
+        for (values, config_values) in self.values.iter_mut().zip(&self.config_values) {
+            values.clear();
+            values.extend_from_slice(config_values);
+        }
+    }
+
+    /// Adds a value of the record, ignoring blank ones.
+    pub fn push(&mut self, intel: &mut Intel, attribute: Attribute, value: &str) {
+        let value = value.trim();
+        if value.is_empty() {
+            return;
+        }
+        let symbol = intern_value(intel, attribute, value);
+        self.values[attribute as usize].push(symbol);
+    }
+
+    pub fn profile_id(&mut self, intel: &mut Intel) -> ProfileId {
+        self.profiles.profile_id(intel, &mut self.values)
+    }
+}
+
+/// Finds the profile id of a line's attribute values without building a
+/// [`ProfileDraft`] for a combination seen before.
+#[derive(Default)]
+pub struct ProfileCache {
+    /// Keyed by every attribute's sorted values, each list closed by `None`.
+    ids: HashMap<Box<[Option<Symbol>]>, ProfileId>,
+    key: Vec<Option<Symbol>>,
+}
+
+impl ProfileCache {
+    pub fn profile_id(&mut self, intel: &mut Intel, values: &mut [Vec<Symbol>; 5]) -> ProfileId {
+        self.key.clear();
+        for list in values.iter_mut() {
+            list.sort_unstable();
+            list.dedup();
+            self.key.extend(list.iter().copied().map(Some));
+            self.key.push(None);
+        }
+        if let Some(&id) = self.ids.get(self.key.as_slice()) {
+            return id;
+        }
+
+        let mut draft = ProfileDraft::default();
+        for (attribute, list) in Attribute::ALL.into_iter().zip(values.iter()) {
+            draft.extend(attribute, list.iter().copied());
+        }
+        let id = intel.profile_id(draft);
+        self.ids.insert(self.key.as_slice().into(), id);
+        id
     }
 }
 

@@ -1,50 +1,67 @@
 //! Feed loaders: read a feed file and add its indicators to the intel store.
 //!
-//! [`load_feed`] opens the file, picks the format (from the config, or from
-//! the first data line) and hands the lines to that format's parser. A bad
-//! line never stops a load: it is reported as a [`Diagnostic`] and skipped.
-//! The feed as a whole fails only when the file cannot be read, is not UTF-8,
-//! has data lines of which none loads, or is strict and had a rejected line.
+//! [`load_feed`] opens the file, picks the format (from the config, or by
+//! [`detect`]) and hands it to that format's parser. A bad record (a line,
+//! or an object of a JSON document) never stops a load: it is reported as a
+//! [`Diagnostic`] and skipped. The feed as a whole fails only when the file
+//! cannot be read, is not UTF-8 (line formats) or not JSON (document
+//! formats), has records of which none loads, or is strict and had a
+//! rejected record.
 //!
-//! Formats: [`FeedFormat::List`] (one address or prefix a line, as Spamhaus
-//! and FireHOL publish them) and [`FeedFormat::Jsonl`] (one JSON object a
-//! line with attributes). A new line-based format (CSV) adds a module with
-//! a `load` function like `list::load` and an arm in `load_lines`. A format
-//! that spans the whole file (STIX bundles, MISP events, Cloudflare JSON)
-//! would instead take the reader itself. Compressed files (gzip, zstd) would
-//! wrap the file in a decoder in `LineReader::open`.
+//! Line formats stream: [`FeedFormat::List`] (one address, prefix or range a
+//! line, as Spamhaus, FireHOL, ipsum and Maltrail publish them),
+//! [`FeedFormat::Jsonl`] (one JSON object a line with attributes) and
+//! [`FeedFormat::Csv`] (columns mapped by the config). Document formats are
+//! read whole into memory and parsed once: [`FeedFormat::Cloudflare`],
+//! [`FeedFormat::Stix2`] and [`FeedFormat::Misp`]. Files compressed with gzip
+//! or zstd are decompressed as they are read, whatever their name.
 
 pub mod address;
+mod cloudflare;
+mod csv;
+mod detect;
 mod diagnostic;
+mod input;
 mod jsonl;
 mod lines;
 mod list;
 mod load;
+mod misp;
+mod stix2;
+mod time;
 
 use std::fmt;
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
+use serde_json::Value;
 
-pub use self::diagnostic::{Diagnostic, MAX_DIAGNOSTICS, Severity};
-use self::lines::{LineReader, LineText};
+pub use self::csv::CsvColumns;
+pub use self::detect::detect;
+pub use self::diagnostic::{Diagnostic, Location, MAX_DIAGNOSTICS, Severity};
+use self::input::{Input, read_document};
+use self::lines::LineReader;
 use self::load::FeedLoad;
 use crate::config::{FeedConfig, FeedFormat};
 use crate::intel::Intel;
 
 /// Counters and diagnostics of one feed load.
 ///
-/// Every data line ends up in exactly one of three counters:
-/// `read == rejected + merged + sightings`.
+/// Every record ends up rejected, skipped or loaded, and a loaded record adds
+/// a sighting or merges with one. So `read == rejected + skipped + merged +
+/// sightings` for records that give one indicator each; a range, or a STIX
+/// pattern with several addresses, adds one sighting or merge per prefix.
 #[derive(Clone, Debug)]
 pub struct FeedReport {
     pub name: String,
     pub path: PathBuf,
     /// The format used, from the config or detected.
     pub format: FeedFormat,
-    /// Data lines read: lines holding an indicator or an object, not
-    /// comments or blank lines.
+    /// Records read: data lines of a line format (not comments or blank
+    /// lines), or the objects of a document that can carry an indicator
+    /// (STIX indicators and address objects, MISP attributes, Cloudflare
+    /// event indicators).
     pub read: u64,
     /// Distinct indicators (addresses and prefixes) of this feed, after
     /// duplicate lines merged and prefixes were normalised.
@@ -52,8 +69,12 @@ pub struct FeedReport {
     /// Sightings added to the store. Greater than `indicators` when lines of
     /// a `jsonl` feed give one indicator several times with different data.
     pub sightings: u64,
-    /// Data lines skipped because of an error.
+    /// Records skipped because of an error.
     pub rejected: u64,
+    /// Records that are valid but carry no IP indicator: domains and URLs
+    /// of a `skip_non_ip` list, non-IP STIX patterns, MISP attributes and
+    /// Cloudflare indicators of other types, and expired STIX indicators.
+    pub skipped: u64,
     /// Lines loaded after their indicator was rewritten: host bits cleared
     /// or an IPv4-mapped address folded to IPv4. Each has a warning.
     pub normalised: u64,
@@ -76,6 +97,7 @@ impl FeedReport {
             indicators: 0,
             sightings: 0,
             rejected: 0,
+            skipped: 0,
             normalised: 0,
             merged: 0,
             diagnostics: Vec::new(),
@@ -89,7 +111,7 @@ impl fmt::Display for FeedReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "feed `{}` ({}, {}): {} data lines, {} indicators, {} sightings, {} rejected, {} normalised, {} merged",
+            "feed `{}` ({}, {}): {} records, {} indicators, {} sightings, {} rejected, {} skipped, {} normalised, {} merged",
             self.name,
             self.format,
             self.path.display(),
@@ -97,6 +119,7 @@ impl fmt::Display for FeedReport {
             self.indicators,
             self.sightings,
             self.rejected,
+            self.skipped,
             self.normalised,
             self.merged
         )?;
@@ -135,15 +158,27 @@ pub enum FeedError {
         #[source]
         source: std::str::Utf8Error,
     },
-    /// Every data line was rejected, which means a broken file rather than
+    #[error("{}: {message}", .path.display())]
+    InvalidDocument { path: PathBuf, message: String },
+    #[error("{} is not valid JSON: {source}", .path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{} is larger than {max} bytes after decompression", .path.display())]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("invalid feed config: {0}")]
+    InvalidConfig(String),
+    /// Every record was rejected, which means a broken file rather than
     /// an empty feed.
-    #[error("all {} data lines were rejected; the first error: {first}", .report.read)]
+    #[error("all {} records were rejected; the first error: {first}", .report.read)]
     NothingLoaded {
         report: Box<FeedReport>,
         first: Box<Diagnostic>,
     },
     #[error(
-        "the feed is strict and {} of {} data lines were rejected; the first error: {first}",
+        "the feed is strict and {} of {} records were rejected; the first error: {first}",
         .report.rejected,
         .report.read
     )]
@@ -154,61 +189,96 @@ pub enum FeedError {
 }
 
 /// Loads the feed `config` describes into `intel`, registering the feed
-/// under its name. `now` is the `last_seen` of indicators whose line gives none.
+/// under its name. `now` is the `last_seen` of indicators whose record gives
+/// none.
 ///
 /// On an error, `intel` may already hold some of the feed's sightings, so a
 /// reload should load into a fresh store and keep the old one until every
 /// feed has loaded. The counters assume this feed's name had no sightings in
-/// `intel` before: lines identical to earlier ones count as merged.
+/// `intel` before: records identical to earlier ones count as merged.
 pub fn load_feed(
     config: &FeedConfig,
     intel: &mut Intel,
     now: Timestamp,
 ) -> Result<FeedReport, FeedError> {
-    let mut lines = LineReader::open(&config.path)?;
-    let format = match config.format {
-        Some(format) => format,
-        None => {
-            let format = detect_format(&mut lines)?;
-            lines.rewind()?;
-            format
-        }
+    let path = config.path.as_path();
+    if config
+        .format
+        .is_none_or(|format| format == FeedFormat::Misp)
+        && misp::is_feed_path(path)
+    {
+        let mut load = FeedLoad::new(config, intel, now, FeedFormat::Misp);
+        misp::load_feed(path, &mut load)?;
+        return load.finish();
+    }
+    let (format, document) = match config.format {
+        Some(format) => (format, None),
+        None => detect(config, || Input::open(path))?,
     };
+    load_input(config, format, document, Input::open(path)?, intel, now)
+}
+
+/// Parses a feed held in memory, as [`load_feed`] parses a file: the
+/// entry point of the fuzz targets. The format is `config.format`, or
+/// detected from `bytes`; `config.path` only names the feed in diagnostics.
+/// A MISP feed directory cannot be given this way, but a MISP event can.
+pub fn parse_bytes(
+    config: &FeedConfig,
+    bytes: &[u8],
+    intel: &mut Intel,
+    now: Timestamp,
+) -> Result<FeedReport, FeedError> {
+    let open = || {
+        Input::new(bytes).map_err(|source| FeedError::Read {
+            path: config.path.clone(),
+            line: 0,
+            source,
+        })
+    };
+    let (format, document) = match config.format {
+        Some(format) => (format, None),
+        None => detect(config, open)?,
+    };
+    load_input(config, format, document, open()?, intel, now)
+}
+
+/// Loads `input` in `format`. `document` is the JSON that detection already
+/// parsed, if any, so that a document is not parsed twice.
+fn load_input<R: BufRead>(
+    config: &FeedConfig,
+    format: FeedFormat,
+    document: Option<Value>,
+    input: Input<R>,
+    intel: &mut Intel,
+    now: Timestamp,
+) -> Result<FeedReport, FeedError> {
+    let path = config.path.as_path();
     let mut load = FeedLoad::new(config, intel, now, format);
-    load_lines(format, &mut lines, &mut load)?;
+    match format {
+        FeedFormat::List => list::load(&mut LineReader::new(input, path), &mut load)?,
+        FeedFormat::Jsonl => jsonl::load(&mut LineReader::new(input, path), &mut load)?,
+        FeedFormat::Csv => csv::load(input, &mut load)?,
+        FeedFormat::Cloudflare | FeedFormat::Stix2 | FeedFormat::Misp => {
+            let document = match document {
+                Some(document) => document,
+                None => parse_document(input, path)?,
+            };
+            match format {
+                FeedFormat::Cloudflare => cloudflare::load(&document, &mut load)?,
+                FeedFormat::Stix2 => stix2::load(&document, &mut load)?,
+                _ => misp::load(&document, &mut load)?,
+            }
+        }
+    }
     load.finish()
 }
 
-fn load_lines<R: BufRead>(
-    format: FeedFormat,
-    lines: &mut LineReader<R>,
-    load: &mut FeedLoad<'_>,
-) -> Result<(), FeedError> {
-    match format {
-        FeedFormat::List => list::load(lines, load),
-        FeedFormat::Jsonl => jsonl::load(lines, load),
-    }
-}
-
-/// Picks `jsonl` when the first line that is neither blank nor a comment
-/// starts with `{`, and `list` otherwise, including for a file with no data.
-fn detect_format<R: BufRead>(lines: &mut LineReader<R>) -> Result<FeedFormat, FeedError> {
-    while let Some(line) = lines.next_line()? {
-        let LineText::Text(text) = line.text else {
-            // Too long for any list line, so only JSON is plausible.
-            return Ok(FeedFormat::Jsonl);
-        };
-        let text = text.trim_start();
-        if text.is_empty() || text.starts_with(['#', ';']) {
-            continue;
-        }
-        return Ok(if text.starts_with('{') {
-            FeedFormat::Jsonl
-        } else {
-            FeedFormat::List
-        });
-    }
-    Ok(FeedFormat::List)
+fn parse_document<R: BufRead>(input: Input<R>, path: &Path) -> Result<Value, FeedError> {
+    let bytes = read_document(input, path)?;
+    serde_json::from_slice(&bytes).map_err(|source| FeedError::Json {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -216,3 +286,6 @@ mod tests;
 
 #[cfg(test)]
 mod public_feed_tests;
+
+#[cfg(test)]
+mod format_tests;

@@ -12,18 +12,24 @@ use crate::intel::{Attribute, Sighting};
 
 const NOW: &str = "2026-01-01T00:00:00Z";
 
-struct Fixture {
+pub(super) struct Fixture {
     _dir: TempDir,
-    config: FeedConfig,
-    intel: Intel,
+    pub(super) config: FeedConfig,
+    pub(super) intel: Intel,
 }
 
 impl Fixture {
     /// Writes `content` to the file of a feed named "test", with every
     /// config option at its default.
-    fn new(content: &[u8]) -> Self {
+    pub(super) fn new(content: &[u8]) -> Self {
+        Fixture::named("feed.txt", content)
+    }
+
+    /// Writes `content` to `file_name` in a new directory, as the file of a
+    /// feed named "test".
+    pub(super) fn named(file_name: &str, content: &[u8]) -> Self {
         let dir = TempDir::new().unwrap();
-        let path = dir.path().join("feed.txt");
+        let path = dir.path().join(file_name);
         std::fs::write(&path, content).unwrap();
         Fixture {
             _dir: dir,
@@ -32,13 +38,13 @@ impl Fixture {
         }
     }
 
-    fn load(&mut self) -> Result<FeedReport, FeedError> {
+    pub(super) fn load(&mut self) -> Result<FeedReport, FeedError> {
         load_feed(&self.config, &mut self.intel, now())
     }
 
     /// Collects the values of `attribute` in every sighting of `indicator`,
     /// as sorted text.
-    fn values(&self, indicator: &str, attribute: Attribute) -> Vec<Vec<String>> {
+    pub(super) fn values(&self, indicator: &str, attribute: Attribute) -> Vec<Vec<String>> {
         let sightings = self.intel.sightings(&net(indicator)).unwrap_or_default();
         sightings
             .iter()
@@ -55,7 +61,7 @@ impl Fixture {
     }
 }
 
-fn feed_config(name: &str, path: PathBuf) -> FeedConfig {
+pub(super) fn feed_config(name: &str, path: PathBuf) -> FeedConfig {
     FeedConfig {
         name: name.to_owned(),
         path,
@@ -63,15 +69,15 @@ fn feed_config(name: &str, path: PathBuf) -> FeedConfig {
     }
 }
 
-fn now() -> Timestamp {
+pub(super) fn now() -> Timestamp {
     NOW.parse().unwrap()
 }
 
-fn net(text: &str) -> IpNet {
+pub(super) fn net(text: &str) -> IpNet {
     text.parse().unwrap()
 }
 
-fn messages(report: &FeedReport) -> Vec<(u64, Severity, &str)> {
+pub(super) fn messages(report: &FeedReport) -> Vec<(u64, Severity, &str)> {
     let diagnostics = report.diagnostics.iter();
     diagnostics
         .map(|d| (d.line, d.severity, d.message.as_str()))
@@ -348,7 +354,7 @@ fn strict_feed_fails_on_rejection() {
     assert_eq!(
         error.to_string(),
         format!(
-            "the feed is strict and 2 of 3 data lines were rejected; the first error: {path}:2: error: rejected indicator `942.0.2.1`: octet 942 is greater than 255"
+            "the feed is strict and 2 of 3 records were rejected; the first error: {path}:2: error: rejected indicator `942.0.2.1`: octet 942 is greater than 255"
         )
     );
 }
@@ -374,7 +380,7 @@ fn every_line_bad_fails_feed() {
     assert!(
         error
             .to_string()
-            .starts_with("all 2 data lines were rejected; the first error: ")
+            .starts_with("all 2 records were rejected; the first error: ")
     );
 }
 
@@ -740,7 +746,7 @@ fn report_summary_line() {
     assert_eq!(
         report.to_string(),
         format!(
-            "feed `test` (list, {path}): 3 data lines, 1 indicators, 1 sightings, 1 rejected, 0 normalised, 1 merged"
+            "feed `test` (list, {path}): 3 records, 1 indicators, 1 sightings, 1 rejected, 0 skipped, 0 normalised, 1 merged"
         )
     );
 }

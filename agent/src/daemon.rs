@@ -1,0 +1,703 @@
+//! `intelwall run`: enforce, and keep enforcing through reloads, expiry and
+//! restarts.
+//!
+//! Start-up adopts a pinned state left by an earlier agent when its format
+//! version, config fingerprint and update sequence all match, and otherwise
+//! builds fresh maps and swaps the program on each pinned link in one step.
+//! Either way the interface is never without a program.
+//!
+//! While running, a change of the config or of a feed file (inotify), SIGHUP,
+//! a due URL refresh, or the expiry timer leads to a new compilation, which
+//! the dataplane applies as a diff made visible at one instant. A reload whose
+//! input is broken keeps the last good state and says why.
+//!
+//! SIGTERM leaves protection in place (pinned program, links and maps), as a
+//! service manager stopping or restarting the agent expects. SIGINT, the
+//! interactive stop, detaches and removes the pins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use intelwall_common::{Control, Counter};
+use jiff::Timestamp;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::compile::{self, Compiled, Registry};
+use crate::config::Config;
+use crate::dataplane::{Capacity, Dataplane, DataplaneError};
+use crate::pin::{self, PinLayout, PinnedInterface, PinnedState};
+use crate::pipeline::{self, Loaded};
+use crate::report::CounterReport;
+use crate::source::FetchOptions;
+
+/// Environment variable naming a file whose content (an RFC 3339 time) the
+/// agent uses as the current time, for tests of expiry.
+pub const CLOCK_FILE_ENV: &str = "INTELWALL_CLOCK_FILE";
+
+/// Options of `intelwall run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub json: bool,
+}
+
+/// How the agent stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT: detach and remove the pins.
+    Detach,
+    /// SIGTERM: leave protection in place.
+    Leave,
+}
+
+/// Why a new compilation is due.
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    FileChanged,
+    Hangup,
+    Refresh,
+    Expiry,
+}
+
+impl Trigger {
+    fn describe(self) -> &'static str {
+        match self {
+            Trigger::FileChanged => "file changed",
+            Trigger::Hangup => "SIGHUP",
+            Trigger::Refresh => "URL refresh due",
+            Trigger::Expiry => "expiry check",
+        }
+    }
+}
+
+/// A new state to enforce: a whole reload, or a compilation over the same
+/// intel (expiry).
+enum Next {
+    Loaded(Box<Loaded>),
+    Compiled(Box<Compiled>),
+}
+
+impl Next {
+    fn compiled(&self) -> &Compiled {
+        match self {
+            Next::Loaded(loaded) => &loaded.compiled,
+            Next::Compiled(compiled) => compiled,
+        }
+    }
+}
+
+/// Reads the current time, from the clock file when one is set.
+fn now() -> Timestamp {
+    if let Some(path) = std::env::var_os(CLOCK_FILE_ENV)
+        && let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(time) = text.trim().parse::<Timestamp>()
+    {
+        return time;
+    }
+    Timestamp::now()
+}
+
+struct Agent {
+    config_path: PathBuf,
+    layout: PinLayout,
+    dataplane: Dataplane,
+    current: Loaded,
+    map_set: u64,
+    sequence: u64,
+    interfaces: Vec<PinnedInterface>,
+    counters: RuleCounters,
+    /// Set when an update failed midway, so that the maps may not match
+    /// `current`: the next change rebuilds the maps instead of diffing.
+    dirty: bool,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub fn run(options: RunOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: RunOptions) -> Result<()> {
+    let config = Config::load(&options.config)?;
+    if config.interfaces.is_empty() {
+        anyhow::bail!(
+            "{}: no [[interface]] configured; add one, e.g. [[interface]] name = \"eth0\"",
+            options.config.display()
+        );
+    }
+    let layout = PinLayout::new(&config.agent.pin_dir, &config.agent.state_dir);
+    layout.prepare()?;
+
+    let mut agent = Agent::start(&options.config, &config, layout)?;
+    crate::service::notify_ready();
+
+    let (trigger_tx, mut triggers) = mpsc::channel::<Trigger>(16);
+    let _watcher = watch_files(&agent.current.config, trigger_tx.clone());
+    spawn_timers(&agent.current, trigger_tx.clone());
+
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let stop = loop {
+        tokio::select! {
+            _ = interrupt.recv() => break Stop::Detach,
+            _ = terminate.recv() => break Stop::Leave,
+            _ = hangup.recv() => agent.recompile(Trigger::Hangup),
+            Some(trigger) = triggers.recv() => {
+                // Editors write a file in several steps; wait for the last.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while triggers.try_recv().is_ok() {}
+                agent.recompile(trigger);
+            }
+        }
+    };
+    crate::service::notify_stopping();
+    agent.stop(stop, options.json)
+}
+
+impl Agent {
+    fn start(config_path: &Path, config: &Config, layout: PinLayout) -> Result<Agent> {
+        let fingerprint = pin::fingerprint(&config.text);
+        let pinned = layout.read_state().filter(|state| {
+            state.version == pin::FORMAT_VERSION && state.fingerprint == fingerprint
+        });
+        if let Some(state) = pinned {
+            match Agent::adopt(config_path, &layout, &state) {
+                Ok(agent) => return Ok(agent),
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot adopt the pinned state; replacing it"
+                ),
+            }
+        } else if !layout.pinned_interfaces().is_empty() {
+            tracing::info!("pinned state from another config or version; replacing it");
+        }
+        Agent::replace(config_path, layout)
+    }
+
+    /// Reuses the pinned maps: reads back what they hold and applies the new
+    /// compilation as a diff.
+    fn adopt(config_path: &Path, layout: &PinLayout, state: &PinnedState) -> Result<Agent> {
+        let maps_dir = layout.maps_dir(state.map_set);
+        anyhow::ensure!(maps_dir.exists(), "{} is missing", maps_dir.display());
+        let mut dataplane = Dataplane::load_pinned(state.capacity.into(), Some(&maps_dir))?;
+        let sequence = dataplane.control(Control::Sequence)?;
+        anyhow::ensure!(
+            sequence != 0 && u64::from(sequence) == state.sequence % u64::from(u32::MAX),
+            "the pinned maps were left in the middle of an update"
+        );
+        let started = Instant::now();
+        let image = dataplane.read_image(state.registry.class_id_limit())?;
+        let loaded = load(config_path, &state.registry)?;
+        let old = compile::Enforced {
+            registry: &state.registry,
+            image: &image,
+        };
+        dataplane.set_sequence(0)?;
+        let stats = dataplane.apply(old, loaded.compiled.enforced())?;
+        let interfaces = attach_all(&mut dataplane, &loaded.config, layout, &state.interfaces)?;
+        tracing::info!(
+            upserted = stats.upserted,
+            removed = stats.removed,
+            took_ms = started.elapsed().as_millis() as u64,
+            "adopted the pinned maps"
+        );
+        let mut agent = Agent {
+            config_path: config_path.to_owned(),
+            layout: layout.clone(),
+            counters: RuleCounters::new(&dataplane, &loaded.compiled)?,
+            dataplane,
+            current: loaded,
+            map_set: state.map_set,
+            sequence: state.sequence,
+            interfaces,
+            dirty: false,
+        };
+        agent.commit_state()?;
+        Ok(agent)
+    }
+
+    /// Builds fresh maps, writes the whole image, then attaches, replacing
+    /// the program of any pinned link in one step.
+    fn replace(config_path: &Path, layout: PinLayout) -> Result<Agent> {
+        let previous = layout.read_state();
+        let loaded = load(config_path, &Registry::default())?;
+        let map_set = previous.as_ref().map_or(1, |state| state.map_set + 1);
+        let (dataplane, interfaces) =
+            build_dataplane(&loaded, &layout, map_set, previous.as_ref())?;
+        layout.remove_map_sets(Some(map_set));
+        let mut agent = Agent {
+            config_path: config_path.to_owned(),
+            layout,
+            counters: RuleCounters::new(&dataplane, &loaded.compiled)?,
+            dataplane,
+            current: loaded,
+            map_set,
+            sequence: previous.map_or(0, |state| state.sequence),
+            interfaces,
+            dirty: false,
+        };
+        agent.commit_state()?;
+        Ok(agent)
+    }
+
+    /// Records the enforced state in the state file, then the matching
+    /// sequence number in the CONTROL map.
+    fn commit_state(&mut self) -> Result<()> {
+        self.sequence += 1;
+        let sequence = (self.sequence % u64::from(u32::MAX)).max(1);
+        self.sequence = sequence;
+        let state = PinnedState {
+            version: pin::FORMAT_VERSION,
+            fingerprint: pin::fingerprint(&self.current.config.text),
+            map_set: self.map_set,
+            capacity: self.dataplane.actual_capacity()?.into(),
+            sequence,
+            registry: self.current.compiled.registry.clone(),
+            interfaces: self.interfaces.clone(),
+        };
+        self.layout.write_state(&state)?;
+        self.dataplane.set_sequence(sequence as u32)?;
+        Ok(())
+    }
+
+    /// Compiles again and applies the result; on any failure the last good
+    /// state stays enforced.
+    fn recompile(&mut self, trigger: Trigger) {
+        let started = Instant::now();
+        let result = match trigger {
+            Trigger::Expiry => self
+                .recompile_same_intel()
+                .map(|next| next.map(|compiled| Next::Compiled(Box::new(compiled)))),
+            _ => load(&self.config_path, &self.current.compiled.registry)
+                .map(|next| Some(Next::Loaded(Box::new(next)))),
+        };
+        let next = match result {
+            Ok(Some(next)) => next,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(
+                    trigger = trigger.describe(),
+                    error = format!("{error:#}"),
+                    "reload failed; the last good state stays enforced"
+                );
+                return;
+            }
+        };
+        if let Next::Loaded(loaded) = &next {
+            let names = |config: &Config| {
+                config
+                    .interfaces
+                    .iter()
+                    .map(|i| i.name.clone())
+                    .collect::<Vec<_>>()
+            };
+            if names(&loaded.config) != names(&self.current.config) {
+                tracing::warn!(
+                    "the [[interface]] list changed; restart the agent to attach to other interfaces"
+                );
+            }
+        }
+        match self.install(next, trigger) {
+            Ok(()) => tracing::info!(
+                trigger = trigger.describe(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "reloaded"
+            ),
+            Err(error) => tracing::error!(
+                trigger = trigger.describe(),
+                error = format!("{error:#}"),
+                "applying the new state failed; the last good state stays enforced"
+            ),
+        }
+    }
+
+    /// Evaluates time-dependent predicates again over the loaded intel;
+    /// `None` when nothing changed.
+    fn recompile_same_intel(&self) -> Result<Option<Compiled>> {
+        let compiled = &self.current.compiled;
+        let time_dependent = compiled
+            .predicates
+            .iter()
+            .flatten()
+            .any(|p| p.depends_on_time());
+        if !time_dependent {
+            return Ok(None);
+        }
+        let next = compile::compile(
+            compiled.rules.clone(),
+            &self.current.intel,
+            now(),
+            &compiled.registry,
+        )?;
+        if next.image == compiled.image && next.class_bits == compiled.class_bits {
+            return Ok(None);
+        }
+        report_expiry(compiled, &next);
+        Ok(Some(next))
+    }
+
+    fn install(&mut self, next: Next, trigger: Trigger) -> Result<()> {
+        let counters = self
+            .dataplane
+            .class_counters(self.current.compiled.verdicts.len())?;
+        self.counters.settle(&self.current.compiled, &counters);
+        if self.dirty {
+            return self.rebuild(next);
+        }
+        self.dataplane.set_sequence(0)?;
+        match self
+            .dataplane
+            .apply(self.current.compiled.enforced(), next.compiled().enforced())
+        {
+            Ok(stats) => {
+                tracing::info!(
+                    trigger = trigger.describe(),
+                    upserted = stats.upserted,
+                    removed = stats.removed,
+                    transitional_classes = stats.transitional,
+                    rules_only = stats.is_rules_only(),
+                    "update applied"
+                );
+                self.set_current(next);
+                self.commit_state()
+            }
+            Err(DataplaneError::Capacity {
+                map,
+                needed,
+                capacity,
+            }) => {
+                tracing::info!(
+                    map,
+                    needed,
+                    capacity,
+                    "maps too small for the update; building larger ones"
+                );
+                self.rebuild(next)
+            }
+            Err(error) => {
+                self.dirty = true;
+                Err(error.into())
+            }
+        }
+    }
+
+    fn set_current(&mut self, next: Next) {
+        match next {
+            Next::Loaded(loaded) => self.current = *loaded,
+            Next::Compiled(compiled) => self.current.compiled = *compiled,
+        }
+    }
+
+    /// Builds a new map set sized for `next` and swaps the program on every
+    /// link to one that uses it.
+    fn rebuild(&mut self, next: Next) -> Result<()> {
+        self.set_current(next);
+        self.dirty = true;
+        let map_set = self.map_set + 1;
+        let previous = self.layout.read_state();
+        let (dataplane, interfaces) =
+            build_dataplane(&self.current, &self.layout, map_set, previous.as_ref())?;
+        self.dataplane = dataplane;
+        self.layout.remove_map_sets(Some(map_set));
+        self.map_set = map_set;
+        self.interfaces = interfaces;
+        self.counters = RuleCounters::new(&self.dataplane, &self.current.compiled)?;
+        self.dirty = false;
+        self.commit_state()
+    }
+
+    fn stop(mut self, stop: Stop, json: bool) -> Result<()> {
+        let counters = self
+            .dataplane
+            .class_counters(self.current.compiled.verdicts.len())?;
+        let report = self.counters.report(
+            &self.current.compiled,
+            &counters,
+            &self.dataplane.path_counters()?,
+        );
+        match stop {
+            Stop::Detach => {
+                self.dataplane.detach_all().context("cannot detach")?;
+                self.layout.remove_map_sets(None);
+                self.layout.remove_state();
+                tracing::info!("SIGINT: detached and removed the pins; protection removed");
+            }
+            Stop::Leave => tracing::info!(
+                pin_dir = %self.layout.root.display(),
+                "SIGTERM: protection stays in place; `intelwall detach` removes it"
+            ),
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        Ok(())
+    }
+}
+
+fn load(config_path: &Path, registry: &Registry) -> Result<Loaded> {
+    let loaded = pipeline::load_with(config_path, now(), &FetchOptions::default(), registry)?;
+    crate::cli::print_diagnostics(&loaded);
+    crate::cli::log_loaded(&loaded);
+    Ok(loaded)
+}
+
+/// Loads the program with a new map set pinned under `map_set`, writes the
+/// image, and attaches to every configured interface.
+fn build_dataplane(
+    loaded: &Loaded,
+    layout: &PinLayout,
+    map_set: u64,
+    previous: Option<&PinnedState>,
+) -> Result<(Dataplane, Vec<PinnedInterface>)> {
+    let started = Instant::now();
+    let maps_dir = layout.maps_dir(map_set);
+    // Pins left by an interrupted attempt hold unknown contents.
+    let _ = std::fs::remove_dir_all(&maps_dir);
+    let image = &loaded.compiled.image;
+    let mut dataplane = Dataplane::load_pinned(Capacity::for_image(image), Some(&maps_dir))
+        .context("cannot load the XDP program")?;
+    dataplane
+        .write_initial(image)
+        .context("cannot write the compiled intel into the kernel maps")?;
+    tracing::info!(
+        entries = image.hosts_v4.len()
+            + image.hosts_v6.len()
+            + image.prefixes_v4.len()
+            + image.prefixes_v6.len(),
+        classes = loaded.compiled.registry.class_count(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "maps written"
+    );
+    let known = previous.map_or(&[][..], |state| state.interfaces.as_slice());
+    let interfaces = attach_all(&mut dataplane, &loaded.config, layout, known)?;
+    Ok((dataplane, interfaces))
+}
+
+/// Attaches to every configured interface, or replaces the program of its
+/// pinned link; detaches pinned links of interfaces no longer configured.
+fn attach_all(
+    dataplane: &mut Dataplane,
+    config: &Config,
+    layout: &PinLayout,
+    known: &[PinnedInterface],
+) -> Result<Vec<PinnedInterface>> {
+    let mut interfaces = Vec::new();
+    for interface in &config.interfaces {
+        let attachment = dataplane
+            .attach_pinned(
+                &interface.name,
+                interface.mode,
+                &layout.link(&interface.name),
+            )
+            .with_context(|| crate::cli::attach_hint(&interface.name, interface.mode))?;
+        if let Some(reason) = &attachment.fallback_reason {
+            tracing::warn!(interface = %attachment.interface, %reason, "native XDP failed; attached in skb mode");
+        }
+        let earlier = known.iter().find(|known| known.name == interface.name);
+        let mode = match (attachment.mode, earlier) {
+            ("pinned", Some(earlier)) => earlier.mode.clone(),
+            (mode, _) => mode.to_owned(),
+        };
+        tracing::info!(interface = %interface.name, %mode, "attached");
+        interfaces.push(PinnedInterface {
+            name: interface.name.clone(),
+            mode,
+            since: earlier.map_or_else(
+                || Timestamp::now().to_string(),
+                |earlier| earlier.since.clone(),
+            ),
+        });
+    }
+    for name in layout.pinned_interfaces() {
+        if !config
+            .interfaces
+            .iter()
+            .any(|interface| interface.name == name)
+        {
+            let _ = crate::dataplane::unpin_link(&layout.link(&name));
+            tracing::info!(interface = %name, "detached: no longer configured");
+        }
+    }
+    Ok(interfaces)
+}
+
+/// Logs how many indicators each rule lost or gained through expiry.
+fn report_expiry(before: &Compiled, after: &Compiled) {
+    for (index, rule) in after.rules.iter().enumerate() {
+        let old = before.selected.get(index).copied().unwrap_or(0);
+        let new = after.selected[index];
+        if new < old {
+            tracing::info!(rule = %rule.name, aged_out = old - new, selected = new, "indicators aged out of the rule");
+        } else if new > old {
+            tracing::info!(rule = %rule.name, entered = new - old, selected = new, "indicators entered the rule");
+        }
+    }
+}
+
+/// Watches the config file and every local feed file; sends a trigger on
+/// any change. Editors often replace a file through a rename, so the
+/// directories are watched and events filtered by path.
+fn watch_files(
+    config: &Config,
+    triggers: mpsc::Sender<Trigger>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+
+    let mut paths: Vec<PathBuf> = vec![config.path.clone()];
+    paths.extend(
+        config
+            .feeds
+            .iter()
+            .filter(|feed| feed.url.is_none())
+            .map(|feed| feed.path.clone()),
+    );
+    let paths: Vec<PathBuf> = paths.iter().map(|path| absolute(path)).collect();
+    let watched = paths.clone();
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else {
+            return;
+        };
+        if event.kind.is_access() {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|path| watched.contains(&absolute(path)))
+        {
+            let _ = triggers.try_send(Trigger::FileChanged);
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch files; reload with SIGHUP");
+            return None;
+        }
+    };
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|path| path.parent().map(Path::to_owned))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        if let Err(error) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot watch directory; reload with SIGHUP");
+        }
+    }
+    Some(watcher)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Starts the expiry timer and, when any feed has a `url` and `refresh`, the
+/// refresh timer.
+fn spawn_timers(loaded: &Loaded, triggers: mpsc::Sender<Trigger>) {
+    let expiry = loaded.config.agent.expiry_interval;
+    let expiry_triggers = triggers.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(expiry);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            if expiry_triggers.send(Trigger::Expiry).await.is_err() {
+                return;
+            }
+        }
+    });
+    let refresh = loaded
+        .config
+        .feeds
+        .iter()
+        .filter(|feed| feed.url.is_some())
+        .filter_map(|feed| feed.refresh)
+        .min();
+    if let Some(refresh) = refresh {
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(refresh);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                if triggers.send(Trigger::Refresh).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Per-rule counters that survive rule edits. The kernel counts per class;
+/// a rule's count is the sum over the classes it matches. When a change
+/// alters which classes a rule matches, the counts so far are settled under
+/// the old matches, so history is not re-attributed.
+pub struct RuleCounters {
+    settled: BTreeMap<String, Counter>,
+    baseline: Vec<Counter>,
+}
+
+impl RuleCounters {
+    fn new(dataplane: &Dataplane, compiled: &Compiled) -> Result<RuleCounters> {
+        Ok(RuleCounters {
+            settled: BTreeMap::new(),
+            baseline: dataplane.class_counters(compiled.verdicts.len())?,
+        })
+    }
+
+    /// Adds what each class counted since the last settlement to the rules
+    /// that `compiled` says it matches.
+    fn settle(&mut self, compiled: &Compiled, counters: &[Counter]) {
+        let deltas = self.deltas(counters);
+        for (index, rule) in compiled.rules.iter().enumerate() {
+            let total = self.settled.entry(rule.name.clone()).or_default();
+            for class in compiled.classes_matching(index) {
+                if let Some(delta) = deltas.get(class as usize) {
+                    total.packets += delta.packets;
+                    total.bytes += delta.bytes;
+                }
+            }
+        }
+        self.baseline = counters.to_vec();
+    }
+
+    fn deltas(&self, counters: &[Counter]) -> Vec<Counter> {
+        counters
+            .iter()
+            .enumerate()
+            .map(|(class, now)| {
+                let before = self.baseline.get(class).copied().unwrap_or_default();
+                Counter {
+                    packets: now.packets.saturating_sub(before.packets),
+                    bytes: now.bytes.saturating_sub(before.bytes),
+                }
+            })
+            .collect()
+    }
+
+    fn report(
+        &self,
+        compiled: &Compiled,
+        counters: &[Counter],
+        path_counters: &[Counter],
+    ) -> CounterReport {
+        let mut report = CounterReport::new(compiled, &self.deltas(counters), path_counters);
+        for rule in &mut report.rules {
+            if let Some(settled) = self.settled.get(&rule.name) {
+                rule.packets += settled.packets;
+                rule.bytes += settled.bytes;
+            }
+        }
+        report
+    }
+}

@@ -1,0 +1,173 @@
+//! `intelwall status` and `intelwall detach`: read or remove the pinned
+//! state, whether or not an agent runs.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::maps::lpm_trie::LpmTrie;
+use aya::maps::{HashMap, Map, MapData};
+use intelwall_common::map_name;
+use serde::Serialize;
+
+use crate::pin::{PinLayout, PinnedInterface};
+
+#[derive(Debug, Serialize)]
+struct Status {
+    pin_dir: String,
+    state_file: String,
+    fingerprint: Option<String>,
+    format_version: Option<u32>,
+    interfaces: Vec<PinnedInterface>,
+    maps: Vec<MapFill>,
+}
+
+#[derive(Debug, Serialize)]
+struct MapFill {
+    name: &'static str,
+    entries: usize,
+    capacity: u32,
+}
+
+/// Prints what is attached where and how full the maps are.
+pub fn status(layout: &PinLayout, json: bool) -> Result<()> {
+    let state = layout.read_state();
+    let pinned = layout.pinned_interfaces();
+    let interfaces: Vec<PinnedInterface> = pinned
+        .iter()
+        .map(|name| {
+            state
+                .as_ref()
+                .and_then(|state| {
+                    state
+                        .interfaces
+                        .iter()
+                        .find(|known| &known.name == name)
+                        .cloned()
+                })
+                .unwrap_or_else(|| PinnedInterface {
+                    name: name.clone(),
+                    mode: "unknown".to_owned(),
+                    since: "unknown".to_owned(),
+                })
+        })
+        .collect();
+    let maps = match &state {
+        Some(state) => map_fill(&layout.maps_dir(state.map_set))?,
+        None => Vec::new(),
+    };
+    let status = Status {
+        pin_dir: layout.root.display().to_string(),
+        state_file: layout.state_file.display().to_string(),
+        fingerprint: state.as_ref().map(|state| state.fingerprint.clone()),
+        format_version: state.as_ref().map(|state| state.version),
+        interfaces,
+        maps,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status_text(&status));
+    }
+    Ok(())
+}
+
+fn status_text(status: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    if status.interfaces.is_empty() {
+        let _ = writeln!(
+            text,
+            "not attached (no pinned links under {})",
+            status.pin_dir
+        );
+        return text;
+    }
+    let _ = writeln!(
+        text,
+        "config fingerprint {} (format {})",
+        status.fingerprint.as_deref().unwrap_or("unknown"),
+        status
+            .format_version
+            .map_or("unknown".to_owned(), |version| version.to_string())
+    );
+    for interface in &status.interfaces {
+        let _ = writeln!(
+            text,
+            "attached to {} in {} mode since {}",
+            interface.name, interface.mode, interface.since
+        );
+    }
+    for map in &status.maps {
+        let percent = if map.capacity == 0 {
+            0.0
+        } else {
+            100.0 * map.entries as f64 / f64::from(map.capacity)
+        };
+        let _ = writeln!(
+            text,
+            "{:<12} {:>10} of {:>10} entries ({percent:.1}%)",
+            map.name, map.entries, map.capacity
+        );
+    }
+    text
+}
+
+fn map_fill(dir: &Path) -> Result<Vec<MapFill>> {
+    let mut fills = Vec::new();
+    for name in [
+        map_name::HOSTS_V4,
+        map_name::HOSTS_V6,
+        map_name::PREFIXES_V4,
+        map_name::PREFIXES_V6,
+    ] {
+        let path = dir.join(name);
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+        let capacity = data
+            .info()
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .max_entries();
+        let map =
+            Map::from_map_data(data).with_context(|| format!("cannot read {}", path.display()))?;
+        let entries = match name {
+            map_name::HOSTS_V4 => HashMap::<_, [u8; 4], u32>::try_from(map)?.keys().count(),
+            map_name::HOSTS_V6 => HashMap::<_, [u8; 16], u32>::try_from(map)?.keys().count(),
+            map_name::PREFIXES_V4 => LpmTrie::<_, [u8; 4], u32>::try_from(map)?.keys().count(),
+            _ => LpmTrie::<_, [u8; 16], u32>::try_from(map)?.keys().count(),
+        };
+        fills.push(MapFill {
+            name,
+            entries,
+            capacity,
+        });
+    }
+    Ok(fills)
+}
+
+/// Removes the pinned link of `interface`, or of every interface. When no
+/// link is left, removes the pinned maps and the state file too.
+pub fn detach(layout: &PinLayout, interface: Option<&str>) -> Result<()> {
+    let pinned = layout.pinned_interfaces();
+    let targets: Vec<String> = match interface {
+        Some(name) => {
+            anyhow::ensure!(
+                pinned.iter().any(|known| known == name),
+                "intelwall is not attached to `{name}` (no pinned link at {})",
+                layout.link(name).display()
+            );
+            vec![name.to_owned()]
+        }
+        None => pinned.clone(),
+    };
+    for name in &targets {
+        crate::dataplane::unpin_link(&layout.link(name))
+            .with_context(|| format!("cannot remove {}", layout.link(name).display()))?;
+        println!("detached from {name}");
+    }
+    if layout.pinned_interfaces().is_empty() {
+        layout.remove_map_sets(None);
+        layout.remove_state();
+        println!("removed the pinned maps under {}", layout.root.display());
+    }
+    Ok(())
+}
