@@ -171,8 +171,16 @@ fn layout_for(config: Option<&Path>) -> Result<PinLayout> {
     }
 }
 
-/// Prints every feed diagnostic on stderr.
+/// Prints every feed diagnostic and safety warning on stderr.
 pub(crate) fn print_diagnostics(loaded: &Loaded) {
+    if !loaded.config.safety.enabled {
+        eprintln!(
+            "warning: [safety] enabled = false: drop rules may cut this host off from its gateway, resolvers and operators"
+        );
+    }
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
     for feed in &loaded.feeds {
         for diagnostic in &feed.diagnostics {
             eprintln!("{diagnostic}");

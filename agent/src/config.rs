@@ -385,6 +385,13 @@ impl Config {
             }
         }
         for rule in &self.rules {
+            if rule.name == "safety-allowlist" {
+                return Err(self.invalid_at(
+                    &rule.name,
+                    "rule name `safety-allowlist` is reserved for the built-in safety rule"
+                        .to_owned(),
+                ));
+            }
             if !names.insert(("rule", rule.name.as_str())) {
                 return Err(
                     self.invalid_at(&rule.name, format!("duplicate rule name `{}`", rule.name))

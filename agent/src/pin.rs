@@ -96,6 +96,17 @@ impl PinLayout {
     pub fn prepare(&self) -> Result<(), PinError> {
         let mount_point = bpffs_mount_point(&self.root);
         if !is_bpffs(&mount_point) {
+            // A systemd service has a mount namespace of its own: a bpffs
+            // mounted there would vanish, pins and protection with it, when
+            // the service stops. The host must provide it.
+            if std::env::var_os("INVOCATION_ID").is_some() {
+                return Err(PinError::Mount {
+                    path: mount_point,
+                    source: std::io::Error::other(
+                        "not bpffs, and a service must not mount its own",
+                    ),
+                });
+            }
             mount_bpffs(&mount_point)?;
         }
         for dir in [self.root.clone(), self.links_dir()] {

@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError, FeedConfig};
 use crate::feed::{self, FeedError, FeedReport};
 use crate::intel::Intel;
 use crate::rule::{self, Lists};
+use crate::safety::{self, PrefixWarning, SafetyError, SafetyNet};
 use crate::source::{self, Fetch, FetchOptions, SourceError, SourceReport, SourceStatus, TempCopy};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,8 @@ pub enum LoadError {
     Rule(String),
     #[error(transparent)]
     Compile(#[from] CompileError),
+    #[error("safety allowlist: {0}")]
+    Safety(#[from] SafetyError),
 }
 
 /// Everything `check` reports and `run` enforces.
@@ -73,6 +76,10 @@ pub struct Loaded {
     pub sources: Vec<SourceReport>,
     pub compiled: Compiled,
     pub timings: Timings,
+    /// The safety allowlist as discovered at load.
+    pub protected: Vec<SafetyNet>,
+    /// Wide, private, reserved or protected prefixes found in the feeds.
+    pub warnings: Vec<PrefixWarning>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -98,7 +105,9 @@ pub fn load_with(
 ) -> Result<Loaded, LoadError> {
     let config = Config::load(path)?;
     let lists = parse_lists(&config)?;
-    let rules = parse_rules(&config, &lists)?;
+    let protected = safety::discover(&config.safety)?;
+    let mut rules = safety_rule(&protected);
+    rules.extend(parse_rules(&config, &lists)?);
 
     let started = Instant::now();
     let mut inputs = fetch_feeds(&config, fetch_options)?;
@@ -109,6 +118,7 @@ pub fn load_with(
         .collect();
     let feeds_took = started.elapsed();
 
+    let warnings = safety::prefix_warnings(&intel, &config.safety, &protected);
     let started = Instant::now();
     let compiled = compile::compile(rules, &intel, now, previous)?;
     let timings = Timings {
@@ -122,7 +132,33 @@ pub fn load_with(
         sources,
         compiled,
         timings,
+        protected,
+        warnings,
     })
+}
+
+/// Name of the built-in rule that keeps the safety allowlist reachable.
+pub const SAFETY_RULE: &str = "safety-allowlist";
+
+/// The built-in first rule: allow every protected address, so that no drop
+/// rule can cut the host off from its gateway, resolvers or operators.
+fn safety_rule(protected: &[SafetyNet]) -> Vec<RuleSpec> {
+    if protected.is_empty() {
+        return Vec::new();
+    }
+    let nets: Vec<String> = protected
+        .iter()
+        .map(|entry| entry.net.to_string())
+        .collect();
+    let source = format!("ip.src in {{{}}}", nets.join(" "));
+    let expr = rule::parse(&source, &Lists::new()).expect("canonical prefixes always parse");
+    vec![RuleSpec {
+        name: SAFETY_RULE.to_owned(),
+        source,
+        expr,
+        action: crate::config::Action::Allow,
+        mark: 0,
+    }]
 }
 
 /// Input of one feed: a pending download, and for `url` feeds the report.

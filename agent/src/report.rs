@@ -17,6 +17,10 @@ pub struct CheckReport {
     pub classes: usize,
     pub maps: MapSummary,
     pub diagnostics: Vec<String>,
+    /// Addresses the safety allowlist keeps reachable, with the reason.
+    pub protected: Vec<String>,
+    /// Wide, private, reserved or protected prefixes found in feeds.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +75,8 @@ impl CheckReport {
                 .iter()
                 .flat_map(|feed| feed.diagnostics.iter().map(ToString::to_string))
                 .collect(),
+            protected: loaded.protected.iter().map(ToString::to_string).collect(),
+            warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
         }
     }
 

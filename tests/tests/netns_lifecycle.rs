@@ -440,3 +440,80 @@ fn jumbo_mtu_falls_back_to_skb() {
         );
     }
 }
+
+#[test]
+fn safety_allowlist_protects_the_gateway() {
+    if !require_root() {
+        return;
+    }
+    let testbed = Testbed::new().expect("testbed");
+    let gateway = testbed.sender().ipv4.to_string();
+    testbed
+        .receiver()
+        .ip(&["route", "add", "default", "via", &gateway])
+        .expect("default route via the sender");
+    let dir = tempfile::tempdir().expect("config directory");
+    let agent_dirs = AgentDirs::new().expect("agent directories");
+    let network = format!("{}/24", testbed.sender().ipv4);
+    let stranger = {
+        let mut octets = testbed.sender().ipv4.octets();
+        octets[3] = 77;
+        std::net::Ipv4Addr::from(octets).to_string()
+    };
+    replace_file(
+        &dir.path().join("feed.jsonl"),
+        &format!(
+            "{{\"indicator\":\"{}\",\"datasets\":[\"ddos\"]}}\n",
+            network.parse::<ipnet::IpNet>().expect("prefix").trunc()
+        ),
+    );
+    let rules = "\n[[rule]]\nname = \"ddos\"\nexpression = 'any(ip.intel.datasets[*] == \"ddos\")'\naction = \"drop\"\n";
+
+    for enabled in [true, false] {
+        let extra = if enabled {
+            String::new()
+        } else {
+            "\n[safety]\nenabled = false\n".to_owned()
+        };
+        let config = write_config(
+            dir.path(),
+            &agent_dirs,
+            "native",
+            &format!("{rules}{extra}"),
+            "",
+        );
+        let agent = Agent::start(
+            &agent_binary(),
+            &testbed.receiver().netns,
+            "veth-rx",
+            &config,
+        )
+        .expect("agent starts");
+        let counts = send_and_count(&testbed, &[gateway.as_str(), stranger.as_str()], 10);
+        let output = agent.stop().expect("agent stops");
+        assert_eq!(
+            arrived(&counts, &stranger),
+            0,
+            "a listed stranger passed (safety enabled: {enabled})"
+        );
+        if enabled {
+            assert_eq!(
+                arrived(&counts, &gateway),
+                10,
+                "the gateway was dropped:\n{}",
+                output.stderr
+            );
+            assert!(
+                output.stderr.contains("contains the gateway"),
+                "no warning about the gateway:\n{}",
+                output.stderr
+            );
+        } else {
+            assert_eq!(
+                arrived(&counts, &gateway),
+                0,
+                "the allowlist applied while disabled"
+            );
+        }
+    }
+}

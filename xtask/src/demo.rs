@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use intelwall_tests::agent::Agent;
+use intelwall_tests::agent::{Agent, AgentDirs};
 use intelwall_tests::netns::Testbed;
 use intelwall_tests::packet::{Link, VlanTags};
 use intelwall_tests::traffic::{Expectation, Receiver, arrival_table, check_arrivals, send_frames};
@@ -142,7 +142,8 @@ pub fn run() -> Result<()> {
     );
 
     let work_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let config = write_config(work_dir.path(), &receiver.interface)?;
+    let agent_dirs = AgentDirs::new()?;
+    let config = write_config(work_dir.path(), &receiver.interface, &agent_dirs)?;
     check_interrupted()?;
 
     let agent = Agent::start(&binary, &receiver.netns, &receiver.interface, &config)?;
@@ -169,8 +170,9 @@ pub fn run() -> Result<()> {
 }
 
 /// Copies examples/ into `dir` and writes the config there with `interface`
-/// in place of the example's interface names. Returns the config's path.
-fn write_config(dir: &Path, interface: &str) -> Result<std::path::PathBuf> {
+/// in place of the example's interface names, and pin and state directories
+/// of the demo's own, so it leaves nothing behind. Returns the config's path.
+fn write_config(dir: &Path, interface: &str, agent_dirs: &AgentDirs) -> Result<std::path::PathBuf> {
     let examples = crate::workspace_root().join("examples");
     let feeds = dir.join("feeds");
     fs::create_dir(&feeds).context("cannot create the feeds directory")?;
@@ -191,6 +193,16 @@ fn write_config(dir: &Path, interface: &str) -> Result<std::path::PathBuf> {
     for table in interfaces.iter_mut().filter_map(toml::Value::as_table_mut) {
         table.insert("name".into(), toml::Value::String(interface.into()));
     }
+    let mut agent = toml::Table::new();
+    agent.insert(
+        "pin_dir".into(),
+        agent_dirs.pin_dir.display().to_string().into(),
+    );
+    agent.insert(
+        "state_dir".into(),
+        agent_dirs.state_dir.display().to_string().into(),
+    );
+    config.insert("agent".into(), toml::Value::Table(agent));
     let path = dir.join("demo.toml");
     fs::write(&path, toml::to_string(&config)?)
         .with_context(|| format!("cannot write {}", path.display()))?;

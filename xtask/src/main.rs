@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one entry point for setting up, building, testing and
 //! demonstrating intelwall.
 
+mod bench;
 mod demo;
 mod process;
 mod setup;
@@ -34,6 +35,14 @@ enum Task {
     /// Run the agent on examples/demo.toml in a namespace testbed, send traffic
     /// from flagged and clean sources, and print what each rule did.
     Demo,
+    /// Measure intelwall against a trivial XDP program, xdp-filter, nftables
+    /// and iptables with ipset in namespace testbeds, and write BENCHMARKS.md.
+    /// Installs missing peers with apt-get. A full run takes about 15 minutes.
+    Bench {
+        /// Smaller sizes and fewer repeats, for development and CI.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -47,6 +56,7 @@ fn main() -> Result<()> {
         }
         Task::Test => test::run(),
         Task::Demo => demo::run(),
+        Task::Bench { quick } => bench::run(quick),
     }
 }
 
