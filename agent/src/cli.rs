@@ -181,6 +181,9 @@ pub(crate) fn print_diagnostics(loaded: &Loaded) {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
+    for warning in &loaded.rule_warnings {
+        eprintln!("warning: {warning}");
+    }
     for feed in &loaded.feeds {
         for diagnostic in &feed.diagnostics {
             eprintln!("{diagnostic}");

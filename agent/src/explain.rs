@@ -231,3 +231,101 @@ fn explanation_text(explanation: &Explanation) -> String {
     let _ = writeln!(text, "verdict: {} ({decided_by})", explanation.verdict);
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[safety]
+enabled = false
+
+[[feed]]
+name = "threats"
+path = "threats.jsonl"
+
+[[rule]]
+name = "watch"
+expression = 'any(ip.intel.datasets[*] == "scanner")'
+action = "log"
+
+[[rule]]
+name = "ddos-fr"
+expression = 'any(ip.intel.datasets[*] == "ddos") and any(ip.intel.target_countries[*] == "FR")'
+action = "drop"
+
+[[rule]]
+name = "same-event"
+expression = 'any(ip.intel.events[*].dataset == "ddos" and ip.intel.events[*].target_country == "FR")'
+action = "tag"
+mark = 0x20
+"#;
+
+    /// 192.0.2.0/24 was seen scanning, and 192.0.2.7 inside it in two
+    /// unrelated events: DDoS against Germany, botnet against France.
+    const FEED: &str = r#"{"indicator":"192.0.2.0/24","datasets":["scanner"],"last_seen":"2026-12-01T00:00:00Z"}
+{"indicator":"192.0.2.7","datasets":["ddos"],"target_countries":["DE"],"score":70}
+{"indicator":"192.0.2.7","datasets":["botnet"],"target_countries":["FR"]}
+"#;
+
+    fn loaded() -> (tempfile::TempDir, Loaded) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("threats.jsonl"), FEED).unwrap();
+        let config = dir.path().join("intelwall.toml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let loaded = pipeline::load(&config, "2026-12-04T00:00:00Z".parse().unwrap()).unwrap();
+        (dir, loaded)
+    }
+
+    #[test]
+    fn flattened_match_decides_not_event_scoped() {
+        let (_dir, loaded) = loaded();
+        let explanation = explanation(&loaded, "192.0.2.7".parse().unwrap()).unwrap();
+        assert_eq!(explanation.verdict, "drop");
+        assert_eq!(explanation.decided_by.as_deref(), Some("ddos-fr"));
+        assert_eq!(explanation.matched_rules, ["watch", "ddos-fr"]);
+        assert_eq!(explanation.sightings.len(), 3);
+        assert!(
+            explanation
+                .rules
+                .iter()
+                .any(|rule| rule.name == "same-event" && !rule.matches)
+        );
+    }
+
+    #[test]
+    fn prefix_sighting_applies_to_hosts_inside() {
+        let (_dir, loaded) = loaded();
+        let explanation = explanation(&loaded, "192.0.2.99".parse().unwrap()).unwrap();
+        assert_eq!(explanation.verdict, "pass");
+        assert_eq!(explanation.decided_by, None);
+        assert_eq!(explanation.matched_rules, ["watch"]);
+        assert_eq!(explanation.sightings[0].indicator, "192.0.2.0/24");
+    }
+
+    #[test]
+    fn address_in_no_feed_passes() {
+        let (_dir, loaded) = loaded();
+        let explanation = explanation(&loaded, "198.51.100.1".parse().unwrap()).unwrap();
+        assert_eq!(explanation.verdict, "pass");
+        assert!(explanation.sightings.is_empty());
+        assert!(explanation.matched_rules.is_empty());
+        let text = explanation_text(&explanation);
+        assert!(text.contains("in no feed"), "{text}");
+        assert!(
+            text.contains("verdict: pass (no deciding rule matched)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_has_the_documented_keys() {
+        let (_dir, loaded) = loaded();
+        let explanation = explanation(&loaded, "192.0.2.7".parse().unwrap()).unwrap();
+        let json = serde_json::to_value(&explanation).unwrap();
+        for key in ["address", "verdict", "decided_by", "matched_rules"] {
+            assert!(json.get(key).is_some(), "missing key {key} in {json}");
+        }
+        assert_eq!(json["address"], "192.0.2.7");
+    }
+}

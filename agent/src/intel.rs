@@ -206,6 +206,10 @@ impl Intel {
         id
     }
 
+    pub fn profiles(&self) -> &[Profile] {
+        &self.profiles
+    }
+
     pub fn profile(&self, id: ProfileId) -> &Profile {
         &self.profiles[id as usize]
     }

@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use jiff::Timestamp;
 
+use std::collections::{HashMap, HashSet};
+
 use crate::compile::{self, CompileError, Compiled, Registry, RuleSpec};
 use crate::config::{Config, ConfigError, FeedConfig};
 use crate::feed::{self, FeedError, FeedReport};
+use crate::intel::Attribute;
 use crate::intel::Intel;
+use crate::rule::TextField;
 use crate::rule::{self, Lists};
 use crate::safety::{self, PrefixWarning, SafetyError, SafetyNet};
 use crate::source::{self, Fetch, FetchOptions, SourceError, SourceReport, SourceStatus, TempCopy};
@@ -80,6 +84,8 @@ pub struct Loaded {
     pub protected: Vec<SafetyNet>,
     /// Wide, private, reserved or protected prefixes found in the feeds.
     pub warnings: Vec<PrefixWarning>,
+    /// Rule values that no loaded indicator carries.
+    pub rule_warnings: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -119,6 +125,7 @@ pub fn load_with(
     let feeds_took = started.elapsed();
 
     let warnings = safety::prefix_warnings(&intel, &config.safety, &protected);
+    let rule_warnings = unused_values(&rules, &intel);
     let started = Instant::now();
     let compiled = compile::compile(rules, &intel, now, previous)?;
     let timings = Timings {
@@ -134,7 +141,49 @@ pub fn load_with(
         timings,
         protected,
         warnings,
+        rule_warnings,
     })
+}
+
+/// Warns about string values that rules compare with but no loaded indicator
+/// carries: values are case-sensitive, so these are often typos.
+fn unused_values(rules: &[RuleSpec], intel: &Intel) -> Vec<String> {
+    let mut known: HashMap<TextField, HashSet<&str>> = HashMap::new();
+    for profile in intel.profiles() {
+        for attribute in Attribute::ALL {
+            let values = known.entry(TextField::Attribute(attribute)).or_default();
+            values.extend(
+                profile
+                    .values(attribute)
+                    .iter()
+                    .map(|symbol| intel.resolve(*symbol)),
+            );
+        }
+    }
+    known
+        .entry(TextField::Feeds)
+        .or_default()
+        .extend(intel.feeds().iter().map(|feed| feed.name.as_str()));
+
+    let mut warnings = Vec::new();
+    for rule in rules {
+        let mut reported = HashSet::new();
+        for predicate in rule.expr.predicates() {
+            for (field, value) in predicate.string_values() {
+                let present = known
+                    .get(&field)
+                    .is_some_and(|values| values.contains(value));
+                if !present && reported.insert((field, value.to_owned())) {
+                    warnings.push(format!(
+                        "rule `{}`: no loaded indicator has \"{value}\" in {}; values are case-sensitive",
+                        rule.name,
+                        field.name()
+                    ));
+                }
+            }
+        }
+    }
+    warnings
 }
 
 /// Name of the built-in rule that keeps the safety allowlist reachable.

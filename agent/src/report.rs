@@ -76,7 +76,12 @@ impl CheckReport {
                 .flat_map(|feed| feed.diagnostics.iter().map(ToString::to_string))
                 .collect(),
             protected: loaded.protected.iter().map(ToString::to_string).collect(),
-            warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
+            warnings: loaded
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .chain(loaded.rule_warnings.iter().cloned())
+                .collect(),
         }
     }
 
