@@ -272,6 +272,10 @@ pub struct AgentConfig {
     /// How often rules on `days_since_seen` are evaluated again, e.g. "1m".
     #[serde(default = "default_expiry_interval", with = "humantime_serde")]
     pub expiry_interval: std::time::Duration,
+    /// Most entries any one address map may hold. A compiled image that
+    /// needs more is rejected as a whole, never truncated.
+    #[serde(default = "default_max_map_entries")]
+    pub max_map_entries: u32,
 }
 
 impl Default for AgentConfig {
@@ -280,8 +284,15 @@ impl Default for AgentConfig {
             state_dir: default_state_dir(),
             pin_dir: default_pin_dir(),
             expiry_interval: default_expiry_interval(),
+            max_map_entries: default_max_map_entries(),
         }
     }
+}
+
+/// Room for the largest public feeds many times over; a hash map entry
+/// costs about 100 bytes of kernel memory, so this is about 5 GB per map.
+fn default_max_map_entries() -> u32 {
+    50_000_000
 }
 
 fn default_pin_dir() -> PathBuf {

@@ -10,9 +10,11 @@ use jiff::Timestamp;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::compile::{self, CompileError, Compiled, Registry, RuleSpec};
+use crate::compile::{self, CompileError, Compiled, MapImage, Registry, RuleSpec};
 use crate::config::{Config, ConfigError, FeedConfig};
 use crate::feed::{self, FeedError, FeedReport};
+use intelwall_common::map_name;
+
 use crate::intel::Attribute;
 use crate::intel::Intel;
 use crate::rule::TextField;
@@ -69,6 +71,16 @@ pub enum LoadError {
     Compile(#[from] CompileError),
     #[error("safety allowlist: {0}")]
     Safety(#[from] SafetyError),
+    #[error(
+        "{map} needs {needed} entries but [agent] max_map_entries is {limit}: \
+         {limit} would load and {rejected} would not, so nothing was loaded; raise the limit or shrink the feeds"
+    )]
+    Capacity {
+        map: &'static str,
+        needed: usize,
+        limit: u32,
+        rejected: usize,
+    },
 }
 
 /// Everything `check` reports and `run` enforces.
@@ -128,6 +140,7 @@ pub fn load_with(
     let rule_warnings = unused_values(&rules, &intel);
     let started = Instant::now();
     let compiled = compile::compile(rules, &intel, now, previous)?;
+    check_map_limit(&compiled.image, config.agent.max_map_entries)?;
     let timings = Timings {
         feeds: feeds_took,
         compile: started.elapsed(),
@@ -184,6 +197,27 @@ fn unused_values(rules: &[RuleSpec], intel: &Intel) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Rejects an image with more entries in one map than the configured limit.
+fn check_map_limit(image: &MapImage, limit: u32) -> Result<(), LoadError> {
+    let sizes = [
+        (map_name::HOSTS_V4, image.hosts_v4.len()),
+        (map_name::HOSTS_V6, image.hosts_v6.len()),
+        (map_name::PREFIXES_V4, image.prefixes_v4.len()),
+        (map_name::PREFIXES_V6, image.prefixes_v6.len()),
+    ];
+    for (map, needed) in sizes {
+        if needed > limit as usize {
+            return Err(LoadError::Capacity {
+                map,
+                needed,
+                limit,
+                rejected: needed - limit as usize,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Name of the built-in rule that keeps the safety allowlist reachable.
@@ -429,4 +463,106 @@ fn parse_rules(config: &Config, lists: &Lists) -> Result<Vec<RuleSpec>, LoadErro
         });
     }
     Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn now() -> Timestamp {
+        "2026-12-04T00:00:00Z".parse().unwrap()
+    }
+
+    const RULE: &str = "[[rule]]\nname = \"listed\"\nexpression = 'any(ip.intel.datasets[*] == \"drop\")'\naction = \"drop\"\n";
+
+    #[test]
+    fn map_limit_rejects_whole_image() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "hosts.txt",
+            "192.0.2.1\n192.0.2.2\n192.0.2.3\n192.0.2.4\n192.0.2.5\n",
+        );
+        let config = write(
+            dir.path(),
+            "intelwall.toml",
+            &format!(
+                "[agent]\nmax_map_entries = 4\n\n[safety]\nenabled = false\n\n\
+                 [[feed]]\nname = \"hosts\"\npath = \"hosts.txt\"\ndatasets = [\"drop\"]\n\n{RULE}"
+            ),
+        );
+        let Err(error) = load(&config, now()) else {
+            panic!("an image over the limit loaded");
+        };
+        assert_eq!(
+            error.to_string(),
+            "HOSTS_V4 needs 5 entries but [agent] max_map_entries is 4: 4 would load and 1 would not, \
+             so nothing was loaded; raise the limit or shrink the feeds"
+        );
+    }
+
+    #[test]
+    fn map_limit_admits_exact_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "hosts.txt",
+            "192.0.2.1\n192.0.2.2\n192.0.2.3\n192.0.2.4\n",
+        );
+        let config = write(
+            dir.path(),
+            "intelwall.toml",
+            &format!(
+                "[agent]\nmax_map_entries = 4\n\n[safety]\nenabled = false\n\n\
+                 [[feed]]\nname = \"hosts\"\npath = \"hosts.txt\"\ndatasets = [\"drop\"]\n\n{RULE}"
+            ),
+        );
+        let loaded = load(&config, now()).unwrap();
+        assert_eq!(loaded.compiled.image.hosts_v4.len(), 4);
+    }
+
+    #[test]
+    fn unused_rule_value_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "hosts.txt", "192.0.2.1\n");
+        let config = write(
+            dir.path(),
+            "intelwall.toml",
+            "[safety]\nenabled = false\n\n[[feed]]\nname = \"hosts\"\npath = \"hosts.txt\"\ndatasets = [\"drop\"]\n\n\
+             [[rule]]\nname = \"typo\"\nexpression = 'any(ip.intel.datasets[*] == \"Drop\")'\naction = \"drop\"\n",
+        );
+        let loaded = load(&config, now()).unwrap();
+        assert_eq!(
+            loaded.rule_warnings,
+            [
+                "rule `typo`: no loaded indicator has \"Drop\" in ip.intel.datasets; values are case-sensitive"
+            ]
+        );
+    }
+
+    #[test]
+    fn safety_rule_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "hosts.txt", "192.0.2.0/24\n");
+        let config = write(
+            dir.path(),
+            "intelwall.toml",
+            &format!(
+                "[safety]\nallow = [\"192.0.2.3\"]\n\n\
+                 [[feed]]\nname = \"hosts\"\npath = \"hosts.txt\"\ndatasets = [\"drop\"]\n\n{RULE}"
+            ),
+        );
+        let loaded = load(&config, now()).unwrap();
+        assert_eq!(loaded.compiled.rules[0].name, SAFETY_RULE);
+        let (_, verdict) = loaded.compiled.verdict_for("192.0.2.3".parse().unwrap());
+        assert_eq!(verdict.fate, intelwall_common::Fate::Allow);
+        let (_, verdict) = loaded.compiled.verdict_for("192.0.2.4".parse().unwrap());
+        assert_eq!(verdict.fate, intelwall_common::Fate::Drop);
+    }
 }

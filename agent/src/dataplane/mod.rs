@@ -552,3 +552,69 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            eprintln!("SKIPPED: loading XDP programs needs root");
+        }
+        root
+    }
+
+    fn small() -> Capacity {
+        Capacity {
+            hosts_v4: 16,
+            hosts_v6: 16,
+            prefixes_v4: 16,
+            prefixes_v6: 16,
+        }
+    }
+
+    #[test]
+    fn batch_delete_skips_absent_keys() {
+        if !is_root() {
+            return;
+        }
+        let mut dataplane = Dataplane::load(small()).unwrap();
+        let image = MapImage {
+            hosts_v4: vec![([192, 0, 2, 1], 1), ([192, 0, 2, 2], 1)],
+            cover_v4: vec![0; COVER_V4_ENTRIES as usize],
+            classes: vec![ClassEntry::default(); 2],
+            ..MapImage::default()
+        };
+        dataplane.write_initial(&image).unwrap();
+        let keys = [[192, 0, 2, 1], [192, 0, 2, 99], [192, 0, 2, 2]];
+        batch::delete(dataplane.map_fd(map_name::HOSTS_V4).unwrap(), &keys).unwrap();
+        let left = dataplane.read_image(2).unwrap();
+        assert!(left.hosts_v4.is_empty(), "left behind: {:?}", left.hosts_v4);
+    }
+
+    #[test]
+    fn write_beyond_capacity_is_refused() {
+        if !is_root() {
+            return;
+        }
+        let mut dataplane = Dataplane::load(small()).unwrap();
+        let image = MapImage {
+            hosts_v4: (0..17u8).map(|host| ([192, 0, 2, host], 1)).collect(),
+            cover_v4: vec![0; COVER_V4_ENTRIES as usize],
+            classes: vec![ClassEntry::default(); 2],
+            ..MapImage::default()
+        };
+        let error = dataplane.write_initial(&image).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "HOSTS_V4 needs 17 entries but its capacity is 16"
+        );
+        let left = dataplane.read_image(2).unwrap();
+        assert!(
+            left.hosts_v4.is_empty(),
+            "a refused image was partly written"
+        );
+    }
+}
