@@ -22,8 +22,9 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 
 use crate::config::Action;
-use crate::intel::{Intel, Sighting};
-use crate::rule::{AddressView, Expr, Predicate};
+use crate::intel::{FeedId, Intel, ProfileId, Sighting};
+use crate::rule::{AddressView, Expr, Predicate, Quantifier};
+use rustc_hash::FxHashMap;
 
 /// Predicates a compilation may use: the width of a class bitmask.
 pub const MAX_PREDICATES: usize = 128;
@@ -222,7 +223,8 @@ pub fn compile(
     let entries = collect_entries(intel, &predicates);
 
     let mut classes = ClassAssigner::new(previous);
-    let empty_bits = evaluate(&predicates, intel, None, &[], now);
+    let mut evaluator = Evaluator::new(&predicates, intel, now);
+    let empty_bits = evaluator.bits(None, &[]);
     classes.set_miss_class(empty_bits);
 
     let mut image = MapImage::default();
@@ -234,7 +236,7 @@ pub fn compile(
             sightings.extend_from_slice(entries[*ancestor].sightings);
         }
         sightings.extend_from_slice(entry.sightings);
-        let bits = evaluate(&predicates, intel, Some(entry.net), &sightings, now);
+        let bits = evaluator.bits(Some(entry.net), &sightings);
         let class = classes.class_of(bits);
         let inherited = match ancestors.last() {
             Some(parent) => entry_classes[*parent].1,
@@ -404,39 +406,117 @@ fn walk_nested(entries: &[Entry<'_>], mut visit: impl FnMut(&Entry<'_>, &[usize]
     }
 }
 
-fn evaluate(
-    predicates: &[Option<Predicate>],
-    intel: &Intel,
-    net: Option<IpNet>,
-    sightings: &[Sighting],
+/// Evaluates the predicates over entries, caching per-sighting results.
+///
+/// Most predicates (`any(...)`, `all(...)`, event blocks without numbers)
+/// combine a result per sighting that depends only on the sighting's
+/// profile and feed, and a feed repeats a few profiles across millions of
+/// lines. So the results of all such predicates for one (profile, feed) are
+/// computed once, as a bitmask, and an entry's bits are the OR (for `any`)
+/// or AND (for `all`) of its sightings' masks.
+struct Evaluator<'a> {
+    predicates: &'a [Option<Predicate>],
+    intel: &'a Intel,
     now: Timestamp,
-) -> Bits {
-    // An address in no map has no sightings; any address stands for it in
-    // field predicates, and address predicates never hold for it because
-    // every address they name is an entry of its own.
-    let address = net.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |net| {
-        net.network()
-    });
-    let view = AddressView {
-        intel,
-        address,
-        sightings,
-        now,
-    };
-    let mut bits: Bits = 0;
-    for (bit, predicate) in predicates.iter().enumerate() {
-        let Some(predicate) = predicate else {
-            continue;
-        };
-        let holds = match predicate.addresses() {
-            Some(named) => net.is_some_and(|net| named.iter().any(|member| member.contains(&net))),
-            None => predicate.eval(&view),
-        };
-        if holds {
-            bits |= 1 << bit;
+    /// Bits combined as OR over sightings.
+    any_bits: Bits,
+    /// Bits combined as AND over sightings.
+    all_bits: Bits,
+    /// (profile, feed) to the bits among `any_bits | all_bits` that hold for
+    /// one sighting with that profile and feed.
+    cache: FxHashMap<(ProfileId, FeedId), Bits>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(predicates: &'a [Option<Predicate>], intel: &'a Intel, now: Timestamp) -> Evaluator<'a> {
+        let mut any_bits: Bits = 0;
+        let mut all_bits: Bits = 0;
+        for (bit, predicate) in predicates.iter().enumerate() {
+            match predicate.as_ref().and_then(Predicate::sighting_combination) {
+                Some(Quantifier::Any) => any_bits |= 1 << bit,
+                Some(Quantifier::All) => all_bits |= 1 << bit,
+                None => {}
+            }
+        }
+        Evaluator {
+            predicates,
+            intel,
+            now,
+            any_bits,
+            all_bits,
+            cache: FxHashMap::default(),
         }
     }
-    bits
+
+    /// The bitmask of an entry (`None`: an address in no map) whose record
+    /// is `sightings`.
+    fn bits(&mut self, net: Option<IpNet>, sightings: &[Sighting]) -> Bits {
+        // An address in no map has no sightings; any address stands for it in
+        // field predicates, and address predicates never hold for it because
+        // every address they name is an entry of its own.
+        let address = net.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |net| {
+            net.network()
+        });
+        let mut any_holds: Bits = 0;
+        let mut all_hold: Bits = self.all_bits;
+        for sighting in sightings {
+            let holds = self.sighting_bits(address, sighting);
+            any_holds |= holds & self.any_bits;
+            all_hold &= holds;
+        }
+        let mut bits = any_holds | all_hold;
+
+        let cached = self.any_bits | self.all_bits;
+        for (bit, predicate) in self.predicates.iter().enumerate() {
+            let Some(predicate) = predicate else {
+                continue;
+            };
+            if cached & (1 << bit) != 0 {
+                continue;
+            }
+            let holds = match predicate.addresses() {
+                Some(named) => {
+                    net.is_some_and(|net| named.iter().any(|member| member.contains(&net)))
+                }
+                None => predicate.eval(&AddressView {
+                    intel: self.intel,
+                    address,
+                    sightings,
+                    now: self.now,
+                }),
+            };
+            if holds {
+                bits |= 1 << bit;
+            }
+        }
+        bits
+    }
+
+    /// The cached predicates that hold for one sighting alone.
+    fn sighting_bits(&mut self, address: IpAddr, sighting: &Sighting) -> Bits {
+        let key = (sighting.profile, sighting.feed);
+        if let Some(&bits) = self.cache.get(&key) {
+            return bits;
+        }
+        let view = AddressView {
+            intel: self.intel,
+            address,
+            sightings: std::slice::from_ref(sighting),
+            now: self.now,
+        };
+        let cached = self.any_bits | self.all_bits;
+        let mut bits: Bits = 0;
+        for (bit, predicate) in self.predicates.iter().enumerate() {
+            if cached & (1 << bit) != 0
+                && let Some(predicate) = predicate
+                && predicate.eval(&view)
+            {
+                bits |= 1 << bit;
+            }
+        }
+        self.cache.insert(key, bits);
+        bits
+    }
 }
 
 /// Evaluates every rule over one class's bitmask, in order.

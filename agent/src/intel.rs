@@ -9,12 +9,12 @@
 //! are interned together as a [`Profile`], because a feed repeats the same few
 //! combinations across thousands of lines. A sighting is then 16 bytes.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 use lasso::{Rodeo, Spur};
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 use smallvec::SmallVec;
 
 /// An interned string.
@@ -146,13 +146,35 @@ pub struct FeedInfo {
 }
 
 /// Every indicator of every loaded feed, merged by indicator.
-#[derive(Debug, Default)]
 pub struct Intel {
-    strings: Rodeo,
+    strings: Rodeo<Spur, FxBuildHasher>,
     profiles: Vec<Profile>,
     profile_ids: HashMap<Profile, ProfileId>,
     feeds: Vec<FeedInfo>,
     indicators: HashMap<IpNet, Sightings>,
+}
+
+impl std::fmt::Debug for Intel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intel")
+            .field("strings", &self.strings.len())
+            .field("profiles", &self.profiles.len())
+            .field("feeds", &self.feeds)
+            .field("indicators", &self.indicators.len())
+            .finish()
+    }
+}
+
+impl Default for Intel {
+    fn default() -> Intel {
+        Intel {
+            strings: Rodeo::with_hasher(FxBuildHasher),
+            profiles: Vec::new(),
+            profile_ids: HashMap::default(),
+            feeds: Vec::new(),
+            indicators: HashMap::default(),
+        }
+    }
 }
 
 impl Intel {

@@ -1,7 +1,7 @@
 //! State shared by the format parsers while one feed loads: the store, the
 //! feed's settings, the counters and the diagnostics.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 

@@ -69,6 +69,22 @@ impl Expr {
 }
 
 impl Predicate {
+    /// How the predicate's truth over a record follows from its truth over
+    /// each sighting alone: `Any` for the OR, `All` for the AND. `Some` only
+    /// when a sighting's truth depends on nothing but its profile and feed,
+    /// so that callers may cache it under that pair.
+    pub fn sighting_combination(&self) -> Option<Quantifier> {
+        match self {
+            Predicate::Array { quantifier, .. } => Some(*quantifier),
+            Predicate::Events { quantifier, test } => {
+                let mut numeric = false;
+                test.visit_atoms(&mut |atom| numeric |= matches!(atom, EventTest::Number { .. }));
+                (!numeric).then_some(*quantifier)
+            }
+            Predicate::Number { .. } | Predicate::Source { .. } => None,
+        }
+    }
+
     /// Evaluates the predicate over one address.
     pub fn eval(&self, view: &AddressView) -> bool {
         match self {
