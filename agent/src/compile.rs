@@ -104,11 +104,11 @@ pub struct MapImage {
     pub classes: Vec<ClassEntry>,
 }
 
-/// Which bit each predicate has and which id each class has, kept from one
-/// compilation to the next. A predicate keeps its bit and a bitmask keeps
-/// its class id for as long as they are in use, so a rule edit that reuses
-/// predicates leaves every address entry as it is, and a feed diff rewrites
-/// only the addresses whose bitmask changed.
+/// Bits of predicates and ids of classes, kept from one compilation to the
+/// next. A predicate keeps its bit and a bitmask keeps its class id for as
+/// long as they are in use. So a rule edit that reuses predicates leaves
+/// every address entry as it is, and a feed diff rewrites only the
+/// addresses whose bitmask changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Registry {
     /// Canonical text of the predicate on each bit; `None` for a free bit.
@@ -145,8 +145,8 @@ impl Registry {
     }
 }
 
-/// What the maps hold: an image and the registry that gives its class ids
-/// their meaning.
+/// The contents of the maps: an image and the registry that gives its class
+/// ids their meaning.
 #[derive(Clone, Copy, Debug)]
 pub struct Enforced<'a> {
     pub registry: &'a Registry,
