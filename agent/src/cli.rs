@@ -48,6 +48,50 @@ enum Command {
         /// Print the counters at exit as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Write sampled events of logging rules as JSON lines to this file
+        /// (appended to), or to stdout with `-`, e.g. /var/log/intelwall/events.jsonl.
+        /// Rules log with `log = true` (the default for action "log") and
+        /// `sample = "1/100"` and/or `rate = "50/s"`.
+        #[arg(long, value_name = "PATH")]
+        events: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics, e.g.
+        /// 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDRESS")]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// Print the per-rule counters (packets and bytes, per interface) and
+    /// the totals of the running or pinned instance; works while no agent
+    /// runs, from the agent's network namespace (see --netns).
+    Stats {
+        /// Config file whose [agent] pin_dir and state_dir to read; the
+        /// defaults (/sys/fs/bpf/intelwall, /var/lib/intelwall) otherwise.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print one JSON object (with --watch, one JSON line each time).
+        #[arg(long)]
+        json: bool,
+        /// Print again every SECONDS (2 when not given), with rates per
+        /// second, e.g. `--watch` or `--watch 5`.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
+    },
+    /// Show the sources that hit each rule most, from an events file that
+    /// `intelwall run --events FILE` wrote; the counts are of sampled
+    /// events, not of all packets.
+    Top {
+        /// Events file (JSON lines), or `-` for stdin, e.g.
+        /// /var/log/intelwall/events.jsonl.
+        #[arg(long, value_name = "PATH")]
+        events: PathBuf,
+        /// Sources to show per rule.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Only this rule, e.g. ddos-fr.
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate the config, feeds and rules and compile them without touching
     /// the kernel; print per-feed and per-rule counts. Exits non-zero on any
@@ -108,7 +152,31 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Run { config, json } => daemon::run(RunOptions { config, json }),
+        Command::Run {
+            config,
+            json,
+            events,
+            metrics,
+        } => daemon::run(RunOptions {
+            config,
+            json,
+            events,
+            metrics,
+        }),
+        Command::Stats {
+            config,
+            json,
+            watch,
+        } => watch_interval(watch).and_then(|watch| {
+            layout_for(config.as_deref())
+                .and_then(|layout| crate::stats::stats(&layout, json, watch))
+        }),
+        Command::Top {
+            events,
+            limit,
+            rule,
+            json,
+        } => crate::top::top(&events, limit, rule.as_deref(), json),
         Command::Check { config, json } => check(&config, json),
         Command::Explain {
             config,
@@ -153,6 +221,16 @@ fn enter_netns(name: &str) -> Result<()> {
             .with_context(|| format!("cannot enter network namespace `{name}`"));
     }
     Ok(())
+}
+
+fn watch_interval(seconds: Option<f64>) -> Result<Option<std::time::Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(seconds) if seconds.is_finite() && seconds >= 0.1 => {
+            Ok(Some(std::time::Duration::from_secs_f64(seconds)))
+        }
+        Some(seconds) => anyhow::bail!("--watch takes at least 0.1 seconds, got {seconds}"),
+    }
 }
 
 fn layout_for(config: Option<&Path>) -> Result<PinLayout> {

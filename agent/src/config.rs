@@ -205,6 +205,101 @@ pub struct RuleConfig {
     /// Packet mark for `tag` rules.
     #[serde(default)]
     pub mark: u32,
+    /// DSCP (0 to 63) that `tag` rules write into the IP header as well.
+    pub dscp: Option<u8>,
+    /// Send sampled matches as events; on by default for `log` rules only.
+    pub log: Option<bool>,
+    /// Share of matches to log, "1/N"; "1/1" logs every match.
+    pub sample: Option<String>,
+    /// Most events a second, "N/s".
+    pub rate: Option<String>,
+}
+
+/// Events a second a logging rule sends when it gives neither `sample` nor
+/// `rate`, so that a rule over heavy traffic cannot flood the event stream.
+pub const DEFAULT_EVENT_RATE: u32 = 100;
+
+/// How a rule's matches become events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sampling {
+    /// One match in this many is logged.
+    pub every: u32,
+    /// Most events a second; `None` for no limit.
+    pub per_second: Option<u32>,
+}
+
+impl RuleConfig {
+    /// The rule's sampling when it logs, `None` when it does not. Assumes
+    /// a validated config.
+    pub fn sampling(&self) -> Option<Sampling> {
+        if !self.log.unwrap_or(self.action == Action::Log) {
+            return None;
+        }
+        let every = self
+            .sample
+            .as_deref()
+            .and_then(|text| parse_sample(text).ok());
+        let per_second = self.rate.as_deref().and_then(|text| parse_rate(text).ok());
+        let per_second = match (every, per_second) {
+            (None, None) => Some(DEFAULT_EVENT_RATE),
+            (_, rate) => rate,
+        };
+        Some(Sampling {
+            every: every.unwrap_or(1),
+            per_second,
+        })
+    }
+
+    fn check_observability(&self) -> Result<(), String> {
+        if let Some(text) = &self.sample {
+            parse_sample(text)
+                .map_err(|reason| format!("rule `{}`: sample: {reason}", self.name))?;
+        }
+        if let Some(text) = &self.rate {
+            parse_rate(text).map_err(|reason| format!("rule `{}`: rate: {reason}", self.name))?;
+        }
+        if let Some(dscp) = self.dscp {
+            if self.action != Action::Tag {
+                return Err(format!(
+                    "rule `{}`: `dscp` only applies to action \"tag\"",
+                    self.name
+                ));
+            }
+            if dscp > intelwall_common::MAX_DSCP {
+                return Err(format!(
+                    "rule `{}`: dscp must be 0 to 63, got {dscp}",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses "1/N" with N at least 1.
+pub fn parse_sample(text: &str) -> Result<u32, String> {
+    let expected = || format!("expected \"1/N\" such as \"1/100\", got \"{text}\"");
+    let (one, every) = text.trim().split_once('/').ok_or_else(expected)?;
+    if one.trim() != "1" {
+        return Err(expected());
+    }
+    match every.trim().parse::<u32>() {
+        Ok(every) if every >= 1 => Ok(every),
+        _ => Err(expected()),
+    }
+}
+
+/// Parses "N/s" with N at least 1.
+pub fn parse_rate(text: &str) -> Result<u32, String> {
+    let expected = || format!("expected \"N/s\" such as \"50/s\", got \"{text}\"");
+    let (count, unit) = text.trim().split_once('/').ok_or_else(expected)?;
+    if unit.trim() != "s" {
+        return Err(expected());
+    }
+    match count.trim().parse::<u32>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err(expected()),
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -416,6 +511,9 @@ impl Config {
                         rule.name
                     ),
                 ));
+            }
+            if let Err(message) = rule.check_observability() {
+                return Err(self.invalid_at(&rule.name, message));
             }
         }
         Ok(())

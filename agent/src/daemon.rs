@@ -16,22 +16,26 @@
 //! interactive stop, detaches and removes the pins.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use intelwall_common::{Control, Counter};
+use intelwall_common::Control;
 use jiff::Timestamp;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::compile::{self, Compiled, Registry};
 use crate::config::Config;
-use crate::dataplane::{Capacity, Dataplane, DataplaneError};
+use crate::dataplane::{Capacity, Dataplane, DataplaneError, PinnedCounterMaps};
+use crate::events::{Decoder, LogSlots, Observation, Sink};
+use crate::metrics::{self, MetricsInput};
 use crate::pin::{self, PinLayout, PinnedInterface, PinnedState};
 use crate::pipeline::{self, Loaded};
 use crate::report::CounterReport;
 use crate::source::FetchOptions;
+use crate::stats::{Ledger, OTHER_INTERFACE, RuleMatches, rule_matches};
 
 /// Environment variable naming a file whose content (an RFC 3339 time) the
 /// agent uses as the current time, for tests of expiry.
@@ -42,6 +46,10 @@ pub const CLOCK_FILE_ENV: &str = "INTELWALL_CLOCK_FILE";
 pub struct RunOptions {
     pub config: PathBuf,
     pub json: bool,
+    /// Where sampled events go as JSON lines; `-` for stdout.
+    pub events: Option<PathBuf>,
+    /// Address to serve Prometheus metrics on.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How the agent stopped.
@@ -108,7 +116,17 @@ struct Agent {
     map_set: u64,
     sequence: u64,
     interfaces: Vec<PinnedInterface>,
-    counters: RuleCounters,
+    ledger: Ledger,
+    observation: Observation,
+    /// Whether sampled events have a reader; without one, no class names a
+    /// log rule and the kernel does no sampling.
+    logging: bool,
+    /// Where new ring buffers and rule names go when events are read.
+    events: Option<mpsc::UnboundedSender<crate::events::ReaderUpdate>>,
+    /// Reloads that failed since start.
+    reload_failures: u64,
+    /// When each feed last loaded successfully.
+    feed_loads: BTreeMap<String, Timestamp>,
     /// Set when an update failed midway, so that the maps may not match
     /// `current`: the next change rebuilds the maps instead of diffing.
     dirty: bool,
@@ -134,7 +152,25 @@ async fn run_async(options: RunOptions) -> Result<()> {
     let layout = PinLayout::new(&config.agent.pin_dir, &config.agent.state_dir);
     layout.prepare()?;
 
-    let mut agent = Agent::start(&options.config, &config, layout)?;
+    let sink = match &options.events {
+        Some(path) => Some(
+            Sink::open(path)
+                .with_context(|| format!("cannot open the events file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut agent = Agent::start(&options.config, &config, layout, sink.is_some())?;
+    if let Some(sink) = sink {
+        agent.start_events(sink);
+    }
+    let (scrape_tx, mut scrapes) = mpsc::channel::<oneshot::Sender<String>>(8);
+    if let Some(address) = options.metrics {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot serve metrics on {address}"))?;
+        tracing::info!(%address, "serving Prometheus metrics at /metrics");
+        tokio::spawn(metrics::serve(listener, scrape_tx));
+    }
     crate::service::notify_ready();
 
     let (trigger_tx, mut triggers) = mpsc::channel::<Trigger>(16);
@@ -149,6 +185,9 @@ async fn run_async(options: RunOptions) -> Result<()> {
             _ = interrupt.recv() => break Stop::Detach,
             _ = terminate.recv() => break Stop::Leave,
             _ = hangup.recv() => agent.recompile(Trigger::Hangup),
+            Some(reply) = scrapes.recv() => {
+                let _ = reply.send(agent.metrics_text());
+            }
             Some(trigger) = triggers.recv() => {
                 // Editors write a file in several steps; wait for the last.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -162,13 +201,18 @@ async fn run_async(options: RunOptions) -> Result<()> {
 }
 
 impl Agent {
-    fn start(config_path: &Path, config: &Config, layout: PinLayout) -> Result<Agent> {
+    fn start(
+        config_path: &Path,
+        config: &Config,
+        layout: PinLayout,
+        logging: bool,
+    ) -> Result<Agent> {
         let fingerprint = pin::fingerprint(&config.text);
         let pinned = layout.read_state().filter(|state| {
             state.version == pin::FORMAT_VERSION && state.fingerprint == fingerprint
         });
         if let Some(state) = pinned {
-            match Agent::adopt(config_path, &layout, &state) {
+            match Agent::adopt(config_path, &layout, &state, logging) {
                 Ok(agent) => return Ok(agent),
                 Err(error) => tracing::warn!(
                     error = format!("{error:#}"),
@@ -178,15 +222,21 @@ impl Agent {
         } else if !layout.pinned_interfaces().is_empty() {
             tracing::info!("pinned state from another config or version; replacing it");
         }
-        Agent::replace(config_path, layout)
+        Agent::replace(config_path, layout, logging)
     }
 
     /// Reuses the pinned maps: reads back what they hold and applies the new
     /// compilation as a diff.
-    fn adopt(config_path: &Path, layout: &PinLayout, state: &PinnedState) -> Result<Agent> {
+    fn adopt(
+        config_path: &Path,
+        layout: &PinLayout,
+        state: &PinnedState,
+        logging: bool,
+    ) -> Result<Agent> {
         let maps_dir = layout.maps_dir(state.map_set);
         anyhow::ensure!(maps_dir.exists(), "{} is missing", maps_dir.display());
-        let mut dataplane = Dataplane::load_pinned(state.capacity.into(), Some(&maps_dir))?;
+        let slots = state.counters.slots.len().saturating_sub(1) as u32;
+        let mut dataplane = Dataplane::load_with(state.capacity.into(), Some(&maps_dir), slots)?;
         let sequence = dataplane.control(Control::Sequence)?;
         anyhow::ensure!(
             sequence != 0 && u64::from(sequence) == state.sequence % u64::from(u32::MAX),
@@ -199,8 +249,17 @@ impl Agent {
             registry: &state.registry,
             image: &image,
         };
+        let observation = Observation::new(
+            &loaded.compiled,
+            &loaded.config,
+            &state.counters.log_slots,
+            logging,
+        );
+        set_interface_slots(&dataplane, &loaded.config)?;
         dataplane.set_sequence(0)?;
-        let stats = dataplane.apply(old, loaded.compiled.enforced())?;
+        dataplane.set_log_rules(&observation.settings)?;
+        let stats =
+            dataplane.apply_with(old, loaded.compiled.enforced(), observation.extras.clone())?;
         let interfaces = attach_all(&mut dataplane, &loaded.config, layout, &state.interfaces)?;
         tracing::info!(
             upserted = stats.upserted,
@@ -208,43 +267,159 @@ impl Agent {
             took_ms = started.elapsed().as_millis() as u64,
             "adopted the pinned maps"
         );
-        let mut agent = Agent {
-            config_path: config_path.to_owned(),
-            layout: layout.clone(),
-            counters: RuleCounters::new(&dataplane, &loaded.compiled)?,
-            dataplane,
-            current: loaded,
-            map_set: state.map_set,
-            sequence: state.sequence,
-            interfaces,
-            dirty: false,
-        };
+        // The maps are the same, so the counts settled so far and the
+        // baseline they were settled at still hold.
+        let mut ledger = Ledger::from_state(&state.counters);
+        ledger.settle(
+            &state.counters.rules,
+            &dataplane.snapshot(state.counters.class_limit)?.classes,
+        );
+        let mut agent = Agent::new(config_path, layout.clone(), dataplane, loaded, ledger);
+        agent.map_set = state.map_set;
+        agent.sequence = state.sequence;
+        agent.interfaces = interfaces;
+        agent.observation = observation;
+        agent.logging = logging;
         agent.commit_state()?;
         Ok(agent)
     }
 
     /// Builds fresh maps, writes the whole image, then attaches, replacing
     /// the program of any pinned link in one step.
-    fn replace(config_path: &Path, layout: PinLayout) -> Result<Agent> {
+    fn replace(config_path: &Path, layout: PinLayout, logging: bool) -> Result<Agent> {
         let previous = layout.read_state();
         let loaded = load(config_path, &Registry::default())?;
         let map_set = previous.as_ref().map_or(1, |state| state.map_set + 1);
+        let log_slots = previous
+            .as_ref()
+            .map_or_else(LogSlots::default, |state| state.counters.log_slots.clone());
+        let observation = Observation::new(&loaded.compiled, &loaded.config, &log_slots, logging);
+        let carried = previous
+            .as_ref()
+            .and_then(|state| counts_of_replaced_maps(&layout, state));
         let (dataplane, interfaces) =
-            build_dataplane(&loaded, &layout, map_set, previous.as_ref())?;
+            build_dataplane(&loaded, &layout, map_set, previous.as_ref(), &observation)?;
         layout.remove_map_sets(Some(map_set));
-        let mut agent = Agent {
-            config_path: config_path.to_owned(),
-            layout,
-            counters: RuleCounters::new(&dataplane, &loaded.compiled)?,
-            dataplane,
-            current: loaded,
-            map_set,
-            sequence: previous.map_or(0, |state| state.sequence),
-            interfaces,
-            dirty: false,
+        let slots = slot_names(&loaded.config);
+        let baseline = dataplane.snapshot(loaded.compiled.verdicts.len())?.classes;
+        let ledger = match carried {
+            Some((mut ledger, rules, old)) => {
+                ledger.replace_maps(&rules, &old, slots, baseline);
+                ledger
+            }
+            None => Ledger::new(slots, baseline),
         };
+        let mut agent = Agent::new(config_path, layout, dataplane, loaded, ledger);
+        agent.map_set = map_set;
+        agent.sequence = previous.map_or(0, |state| state.sequence);
+        agent.interfaces = interfaces;
+        agent.observation = observation;
+        agent.logging = logging;
         agent.commit_state()?;
         Ok(agent)
+    }
+
+    fn new(
+        config_path: &Path,
+        layout: PinLayout,
+        dataplane: Dataplane,
+        current: Loaded,
+        ledger: Ledger,
+    ) -> Agent {
+        let now = Timestamp::now();
+        let feed_loads = current
+            .feeds
+            .iter()
+            .map(|feed| (feed.name.clone(), now))
+            .collect();
+        Agent {
+            config_path: config_path.to_owned(),
+            layout,
+            dataplane,
+            current,
+            map_set: 0,
+            sequence: 0,
+            interfaces: Vec::new(),
+            ledger,
+            observation: Observation::default(),
+            logging: false,
+            events: None,
+            reload_failures: 0,
+            feed_loads,
+            dirty: false,
+        }
+    }
+
+    /// Starts reading sampled events into `sink`.
+    fn start_events(&mut self, sink: Sink) {
+        let Some(ring) = self.dataplane.take_events() else {
+            tracing::warn!("the events ring buffer is already taken; no events will be written");
+            return;
+        };
+        let decoder = Decoder::new(
+            self.observation.rules.clone(),
+            interface_indexes(&self.current.config),
+        );
+        match crate::events::spawn_reader(ring, decoder, sink) {
+            Ok(updates) => self.events = Some(updates),
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot read events"),
+        }
+    }
+
+    /// Tells the event reader about new rule names, and a new ring buffer
+    /// after the maps were replaced.
+    fn update_events(&mut self, new_maps: bool) {
+        let Some(updates) = &self.events else {
+            return;
+        };
+        if new_maps && let Some(ring) = self.dataplane.take_events() {
+            let _ = updates.send(crate::events::ReaderUpdate::Ring(ring));
+        }
+        let decoder = Decoder::new(
+            self.observation.rules.clone(),
+            interface_indexes(&self.current.config),
+        );
+        let _ = updates.send(crate::events::ReaderUpdate::Decoder(decoder));
+    }
+
+    /// Everything counted so far.
+    fn counter_report(&self) -> Result<CounterReport> {
+        let snapshot = self
+            .dataplane
+            .snapshot(self.current.compiled.registry.class_id_limit())?;
+        Ok(self
+            .ledger
+            .report(&rule_matches(&self.current.compiled), &snapshot))
+    }
+
+    fn metrics_text(&self) -> String {
+        let report = match self.counter_report() {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot read the counters for metrics"
+                );
+                CounterReport::default()
+            }
+        };
+        let capacity = self.dataplane.capacity();
+        let image = &self.current.compiled.image;
+        metrics::render(&MetricsInput {
+            report: &report,
+            feeds: &self.current.feeds,
+            feed_loads: &self.feed_loads,
+            rules: &self.current.compiled.rules,
+            selected: &self.current.compiled.selected,
+            reload_failures: self.reload_failures,
+            maps: &[
+                ("hosts_v4", image.hosts_v4.len(), capacity.hosts_v4),
+                ("hosts_v6", image.hosts_v6.len(), capacity.hosts_v6),
+                ("prefixes_v4", image.prefixes_v4.len(), capacity.prefixes_v4),
+                ("prefixes_v6", image.prefixes_v6.len(), capacity.prefixes_v6),
+            ],
+            classes: self.current.compiled.registry.class_count(),
+        })
     }
 
     /// Records the enforced state in the state file, then the matching
@@ -261,6 +436,11 @@ impl Agent {
             sequence,
             registry: self.current.compiled.registry.clone(),
             interfaces: self.interfaces.clone(),
+            counters: self.ledger.to_state(
+                rule_matches(&self.current.compiled),
+                self.current.compiled.registry.class_id_limit(),
+                self.observation.slots.clone(),
+            ),
         };
         self.layout.write_state(&state)?;
         self.dataplane.set_sequence(sequence as u32)?;
@@ -282,6 +462,7 @@ impl Agent {
             Ok(Some(next)) => next,
             Ok(None) => return,
             Err(error) => {
+                self.reload_failures += 1;
                 tracing::error!(
                     trigger = trigger.describe(),
                     error = format!("{error:#}"),
@@ -290,6 +471,12 @@ impl Agent {
                 return;
             }
         };
+        if let Next::Loaded(loaded) = &next {
+            let now = Timestamp::now();
+            for feed in &loaded.feeds {
+                self.feed_loads.insert(feed.name.clone(), now);
+            }
+        }
         if let Next::Loaded(loaded) = &next {
             let names = |config: &Config| {
                 config
@@ -310,11 +497,14 @@ impl Agent {
                 took_ms = started.elapsed().as_millis() as u64,
                 "reloaded"
             ),
-            Err(error) => tracing::error!(
-                trigger = trigger.describe(),
-                error = format!("{error:#}"),
-                "applying the new state failed; the last good state stays enforced"
-            ),
+            Err(error) => {
+                self.reload_failures += 1;
+                tracing::error!(
+                    trigger = trigger.describe(),
+                    error = format!("{error:#}"),
+                    "applying the new state failed; the last good state stays enforced"
+                );
+            }
         }
     }
 
@@ -344,18 +534,35 @@ impl Agent {
     }
 
     fn install(&mut self, next: Next, trigger: Trigger) -> Result<()> {
-        let counters = self
+        let snapshot = self
             .dataplane
-            .class_counters(self.current.compiled.verdicts.len())?;
-        self.counters.settle(&self.current.compiled, &counters);
+            .snapshot(self.current.compiled.registry.class_id_limit())?;
+        self.ledger
+            .settle(&rule_matches(&self.current.compiled), &snapshot.classes);
+        let config = match &next {
+            Next::Loaded(loaded) => &loaded.config,
+            Next::Compiled(_) => &self.current.config,
+        };
+        let observation = Observation::new(
+            next.compiled(),
+            config,
+            &self.observation.slots,
+            self.logging,
+        );
+        for rule in &observation.unlogged {
+            tracing::warn!(rule = %rule, "more than 32 rules log; this one sends no events");
+        }
         if self.dirty {
+            self.observation = observation;
             return self.rebuild(next);
         }
         self.dataplane.set_sequence(0)?;
-        match self
-            .dataplane
-            .apply(self.current.compiled.enforced(), next.compiled().enforced())
-        {
+        self.dataplane.set_log_rules(&observation.settings)?;
+        match self.dataplane.apply_with(
+            self.current.compiled.enforced(),
+            next.compiled().enforced(),
+            observation.extras.clone(),
+        ) {
             Ok(stats) => {
                 tracing::info!(
                     trigger = trigger.describe(),
@@ -366,6 +573,8 @@ impl Agent {
                     "update applied"
                 );
                 self.set_current(next);
+                self.observation = observation;
+                self.update_events(false);
                 self.commit_state()
             }
             Err(DataplaneError::Capacity {
@@ -379,6 +588,7 @@ impl Agent {
                     capacity,
                     "maps too small for the update; building larger ones"
                 );
+                self.observation = observation;
                 self.rebuild(next)
             }
             Err(error) => {
@@ -398,30 +608,47 @@ impl Agent {
     /// Builds a new map set sized for `next` and swaps the program on every
     /// link to one that uses it.
     fn rebuild(&mut self, next: Next) -> Result<()> {
+        let old_rules = rule_matches(&self.current.compiled);
+        let old_counts = self
+            .dataplane
+            .snapshot(self.current.compiled.registry.class_id_limit());
         self.set_current(next);
         self.dirty = true;
         let map_set = self.map_set + 1;
         let previous = self.layout.read_state();
-        let (dataplane, interfaces) =
-            build_dataplane(&self.current, &self.layout, map_set, previous.as_ref())?;
+        let (dataplane, interfaces) = build_dataplane(
+            &self.current,
+            &self.layout,
+            map_set,
+            previous.as_ref(),
+            &self.observation,
+        )?;
         self.dataplane = dataplane;
         self.layout.remove_map_sets(Some(map_set));
         self.map_set = map_set;
         self.interfaces = interfaces;
-        self.counters = RuleCounters::new(&self.dataplane, &self.current.compiled)?;
+        let baseline = self
+            .dataplane
+            .snapshot(self.current.compiled.verdicts.len())?
+            .classes;
+        let slots = slot_names(&self.current.config);
+        match old_counts {
+            Ok(old) => self.ledger.replace_maps(&old_rules, &old, slots, baseline),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot read the old counters; counts restart"
+                );
+                self.ledger = Ledger::new(slots, baseline);
+            }
+        }
+        self.update_events(true);
         self.dirty = false;
         self.commit_state()
     }
 
     fn stop(mut self, stop: Stop, json: bool) -> Result<()> {
-        let counters = self
-            .dataplane
-            .class_counters(self.current.compiled.verdicts.len())?;
-        let report = self.counters.report(
-            &self.current.compiled,
-            &counters,
-            &self.dataplane.path_counters()?,
-        );
+        let report = self.counter_report()?;
         match stop {
             Stop::Detach => {
                 self.dataplane.detach_all().context("cannot detach")?;
@@ -457,16 +684,23 @@ fn build_dataplane(
     layout: &PinLayout,
     map_set: u64,
     previous: Option<&PinnedState>,
+    observation: &Observation,
 ) -> Result<(Dataplane, Vec<PinnedInterface>)> {
     let started = Instant::now();
     let maps_dir = layout.maps_dir(map_set);
     // Pins left by an interrupted attempt hold unknown contents.
     let _ = std::fs::remove_dir_all(&maps_dir);
     let image = &loaded.compiled.image;
-    let mut dataplane = Dataplane::load_pinned(Capacity::for_image(image), Some(&maps_dir))
-        .context("cannot load the XDP program")?;
+    let interfaces = loaded.config.interfaces.len() as u32;
+    let mut dataplane =
+        Dataplane::load_with(Capacity::for_image(image), Some(&maps_dir), interfaces)
+            .context("cannot load the XDP program")?;
+    set_interface_slots(&dataplane, &loaded.config)?;
     dataplane
-        .write_initial(image)
+        .set_log_rules(&observation.settings)
+        .context("cannot write the log rules")?;
+    dataplane
+        .write_initial_with(image, observation.extras.clone())
         .context("cannot write the compiled intel into the kernel maps")?;
     tracing::info!(
         entries = image.hosts_v4.len()
@@ -507,6 +741,14 @@ fn attach_all(
             ("pinned", Some(earlier)) => earlier.mode.clone(),
             (mode, _) => mode.to_owned(),
         };
+        match dataplane.attach_tag_pinned(&interface.name, &layout.tag_link(&interface.name)) {
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                interface = %interface.name,
+                error = format!("{:#}", anyhow::Error::from(error)),
+                "tagged packets on this interface get no mark"
+            ),
+        }
         tracing::info!(interface = %interface.name, %mode, "attached");
         interfaces.push(PinnedInterface {
             name: interface.name.clone(),
@@ -524,6 +766,7 @@ fn attach_all(
             .any(|interface| interface.name == name)
         {
             let _ = crate::dataplane::unpin_link(&layout.link(&name));
+            let _ = crate::dataplane::unpin_link(&layout.tag_link(&name));
             tracing::info!(interface = %name, "detached: no longer configured");
         }
     }
@@ -638,66 +881,74 @@ fn spawn_timers(loaded: &Loaded, triggers: mpsc::Sender<Trigger>) {
     }
 }
 
-/// Per-rule counters that survive rule edits. The kernel counts per class;
-/// a rule's count is the sum over the classes it matches. When a change
-/// alters which classes a rule matches, the counts so far are settled under
-/// the old matches, so history is not re-attributed.
-pub struct RuleCounters {
-    settled: BTreeMap<String, Counter>,
-    baseline: Vec<Counter>,
+/// Counter slot names: [`OTHER_INTERFACE`], then the configured interfaces
+/// in order.
+fn slot_names(config: &Config) -> Vec<String> {
+    std::iter::once(OTHER_INTERFACE.to_owned())
+        .chain(
+            config
+                .interfaces
+                .iter()
+                .map(|interface| interface.name.clone()),
+        )
+        .collect()
 }
 
-impl RuleCounters {
-    fn new(dataplane: &Dataplane, compiled: &Compiled) -> Result<RuleCounters> {
-        Ok(RuleCounters {
-            settled: BTreeMap::new(),
-            baseline: dataplane.class_counters(compiled.verdicts.len())?,
+/// The ifindex of every configured interface that exists.
+fn interface_indexes(config: &Config) -> BTreeMap<u32, String> {
+    config
+        .interfaces
+        .iter()
+        .filter_map(|interface| {
+            let name = std::ffi::CString::new(interface.name.as_str()).ok()?;
+            // SAFETY: name is a valid NUL-terminated string.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            (index != 0).then(|| (index, interface.name.clone()))
         })
-    }
+        .collect()
+}
 
-    /// Adds what each class counted since the last settlement to the rules
-    /// that `compiled` says it matches.
-    fn settle(&mut self, compiled: &Compiled, counters: &[Counter]) {
-        let deltas = self.deltas(counters);
-        for (index, rule) in compiled.rules.iter().enumerate() {
-            let total = self.settled.entry(rule.name.clone()).or_default();
-            for class in compiled.classes_matching(index) {
-                if let Some(delta) = deltas.get(class as usize) {
-                    total.packets += delta.packets;
-                    total.bytes += delta.bytes;
-                }
-            }
-        }
-        self.baseline = counters.to_vec();
+/// Gives every configured interface its counter slot (1 and up).
+fn set_interface_slots(dataplane: &Dataplane, config: &Config) -> Result<()> {
+    let indexes = interface_indexes(config);
+    let slots: Vec<(u32, u32)> = config
+        .interfaces
+        .iter()
+        .enumerate()
+        .filter_map(|(position, interface)| {
+            let (index, _) = indexes.iter().find(|(_, name)| **name == interface.name)?;
+            Some((*index, position as u32 + 1))
+        })
+        .collect();
+    let collided = dataplane
+        .set_interface_slots(&slots)
+        .context("cannot write the interface table")?;
+    for ifindex in collided {
+        let name = indexes.get(&ifindex).cloned().unwrap_or_default();
+        tracing::warn!(
+            interface = %name,
+            ifindex,
+            "interface index collides with another configured one; its counts show under \"other\""
+        );
     }
+    Ok(())
+}
 
-    fn deltas(&self, counters: &[Counter]) -> Vec<Counter> {
-        counters
-            .iter()
-            .enumerate()
-            .map(|(class, now)| {
-                let before = self.baseline.get(class).copied().unwrap_or_default();
-                Counter {
-                    packets: now.packets.saturating_sub(before.packets),
-                    bytes: now.bytes.saturating_sub(before.bytes),
-                }
-            })
-            .collect()
+/// The counts of the maps a previous agent left, settled into its ledger,
+/// so that a replacement does not lose them. `None` when they cannot be
+/// read (another format, or no maps).
+fn counts_of_replaced_maps(
+    layout: &PinLayout,
+    state: &PinnedState,
+) -> Option<(Ledger, Vec<RuleMatches>, crate::dataplane::Snapshot)> {
+    if state.version != pin::FORMAT_VERSION {
+        return None;
     }
-
-    fn report(
-        &self,
-        compiled: &Compiled,
-        counters: &[Counter],
-        path_counters: &[Counter],
-    ) -> CounterReport {
-        let mut report = CounterReport::new(compiled, &self.deltas(counters), path_counters);
-        for rule in &mut report.rules {
-            if let Some(settled) = self.settled.get(&rule.name) {
-                rule.packets += settled.packets;
-                rule.bytes += settled.bytes;
-            }
-        }
-        report
-    }
+    let maps = PinnedCounterMaps::open(&layout.maps_dir(state.map_set)).ok()?;
+    let snapshot = maps.counters().snapshot(state.counters.class_limit).ok()?;
+    Some((
+        Ledger::from_state(&state.counters),
+        state.counters.rules.clone(),
+        snapshot,
+    ))
 }

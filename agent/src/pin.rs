@@ -7,6 +7,8 @@
 //!   after the program switched over.
 //! - `links/<interface>`: the XDP link of each interface. While it is pinned
 //!   the program stays attached, whether or not an agent runs.
+//! - `tag-links/<interface>`: the TC ingress link of the program that gives
+//!   tagged packets their mark, pinned for the same reason.
 //!
 //! The state file (in the state directory) records the format version, the
 //! config fingerprint, the current map set, the predicate and class registry
@@ -20,10 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::compile::Registry;
 use crate::dataplane::Capacity;
+use crate::stats::CounterState;
 
 /// Version of the pinned layout and map formats. Maps pinned by an agent
-/// with another version are never reused.
-pub const FORMAT_VERSION: u32 = 1;
+/// with another version are never reused. Version 2: class records with
+/// extras, counters per interface, events.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The magic number of bpffs in `statfs(2)`'s `f_type`.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -77,6 +81,14 @@ impl PinLayout {
         self.links_dir().join(interface)
     }
 
+    pub fn tag_links_dir(&self) -> PathBuf {
+        self.root.join("tag-links")
+    }
+
+    pub fn tag_link(&self, interface: &str) -> PathBuf {
+        self.tag_links_dir().join(interface)
+    }
+
     /// Interfaces with a pinned link.
     pub fn pinned_interfaces(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.links_dir()) else {
@@ -109,7 +121,7 @@ impl PinLayout {
             }
             mount_bpffs(&mount_point)?;
         }
-        for dir in [self.root.clone(), self.links_dir()] {
+        for dir in [self.root.clone(), self.links_dir(), self.tag_links_dir()] {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| PinError::CreateDir { path: dir, source })?;
         }
@@ -172,6 +184,9 @@ pub struct PinnedState {
     pub sequence: u64,
     pub registry: Registry,
     pub interfaces: Vec<PinnedInterface>,
+    /// What `intelwall stats` needs to read the counters without an agent.
+    #[serde(default)]
+    pub counters: CounterState,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,9 +1,10 @@
 //! What `check` and `run` print: feed and rule summaries, counters.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use intelwall_common::{Counter, PathCounter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::compile::Compiled;
 use crate::feed::FeedReport;
@@ -149,22 +150,84 @@ fn rule_summaries(compiled: &Compiled) -> Vec<RuleSummary> {
         .collect()
 }
 
-/// Per-rule and total counters, as `run` prints them at exit.
-#[derive(Debug, Serialize)]
+/// Per-rule and total counters, as `run` prints them at exit and `stats`
+/// prints them any time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CounterReport {
     pub rules: Vec<RuleCounter>,
     pub totals: Totals,
+    /// Totals per interface; "other" holds packets of interfaces the agent
+    /// did not name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub interfaces: BTreeMap<String, Totals>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<TagTotals>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventTotals>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RuleCounter {
     pub name: String,
     pub action: String,
     pub packets: u64,
     pub bytes: u64,
+    /// Packets and bytes per interface.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub interfaces: BTreeMap<String, Tally>,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: Tally) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+
+    /// What `now` counted since `before`; zero if the counter went back.
+    pub fn since(now: Counter, before: Counter) -> Tally {
+        Tally {
+            packets: now.packets.saturating_sub(before.packets),
+            bytes: now.bytes.saturating_sub(before.bytes),
+        }
+    }
+}
+
+impl From<Counter> for Tally {
+    fn from(counter: Counter) -> Tally {
+        Tally {
+            packets: counter.packets,
+            bytes: counter.bytes,
+        }
+    }
+}
+
+/// What became of tagged packets.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct TagTotals {
+    /// Tagged packets whose mark went to the TC program.
+    pub marked: u64,
+    /// Tagged packets without a mark: the driver gives XDP no metadata room.
+    pub no_metadata: u64,
+    pub dscp_rewritten: u64,
+}
+
+/// Sampled events.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct EventTotals {
+    /// Events written to the ring buffer.
+    pub sent: u64,
+    /// Events lost because the ring buffer was full.
+    pub lost: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub passed: u64,
     pub dropped: u64,
@@ -172,7 +235,7 @@ pub struct Totals {
     pub tagged: u64,
     pub not_inspected: u64,
     /// Packets not inspected, by reason.
-    pub not_inspected_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    pub not_inspected_by_reason: BTreeMap<String, u64>,
 }
 
 impl CounterReport {
@@ -200,12 +263,14 @@ impl CounterReport {
                     action: rule.action.to_string(),
                     packets: sum.packets,
                     bytes: sum.bytes,
+                    interfaces: BTreeMap::new(),
                 }
             })
             .collect();
         CounterReport {
             rules,
             totals: totals(path_counters),
+            ..CounterReport::default()
         }
     }
 
@@ -236,11 +301,26 @@ impl CounterReport {
             "totals: {} passed, {} dropped, {} allowed, {} tagged, {} not inspected",
             totals.passed, totals.dropped, totals.allowed, totals.tagged, totals.not_inspected
         );
+        for (interface, totals) in &self.interfaces {
+            let _ = writeln!(
+                text,
+                "  {interface}: {} passed, {} dropped, {} allowed, {} tagged, {} not inspected",
+                totals.passed, totals.dropped, totals.allowed, totals.tagged, totals.not_inspected
+            );
+        }
+        if let Some(events) = &self.events {
+            let _ = writeln!(
+                text,
+                "events: {} sent, {} lost to a full ring buffer",
+                events.sent, events.lost
+            );
+        }
         text
     }
 }
 
-fn totals(path_counters: &[Counter]) -> Totals {
+/// Totals from path counters, indexed by [`PathCounter`] slot.
+pub fn totals(path_counters: &[Counter]) -> Totals {
     let mut totals = Totals::default();
     for path in PathCounter::ALL {
         let packets = path_counters
@@ -253,7 +333,9 @@ fn totals(path_counters: &[Counter]) -> Totals {
             PathCounter::Tagged => totals.tagged = packets,
             _ => {
                 totals.not_inspected += packets;
-                totals.not_inspected_by_reason.insert(path.name(), packets);
+                totals
+                    .not_inspected_by_reason
+                    .insert(path.name().to_owned(), packets);
             }
         }
     }

@@ -18,6 +18,8 @@ struct Status {
     fingerprint: Option<String>,
     format_version: Option<u32>,
     interfaces: Vec<PinnedInterface>,
+    /// Interfaces whose tagged packets get their mark (a pinned TC link).
+    tagging: Vec<String>,
     maps: Vec<MapFill>,
 }
 
@@ -60,6 +62,11 @@ pub fn status(layout: &PinLayout, json: bool) -> Result<()> {
         state_file: layout.state_file.display().to_string(),
         fingerprint: state.as_ref().map(|state| state.fingerprint.clone()),
         format_version: state.as_ref().map(|state| state.version),
+        tagging: pinned
+            .iter()
+            .filter(|name| layout.tag_link(name).exists())
+            .cloned()
+            .collect(),
         interfaces,
         maps,
     };
@@ -91,9 +98,14 @@ fn status_text(status: &Status) -> String {
             .map_or("unknown".to_owned(), |version| version.to_string())
     );
     for interface in &status.interfaces {
+        let marks = if status.tagging.contains(&interface.name) {
+            ", tag marks set at TC ingress"
+        } else {
+            ""
+        };
         let _ = writeln!(
             text,
-            "attached to {} in {} mode since {}",
+            "attached to {} in {} mode since {}{marks}",
             interface.name, interface.mode, interface.since
         );
     }
@@ -162,6 +174,11 @@ pub fn detach(layout: &PinLayout, interface: Option<&str>) -> Result<()> {
     for name in &targets {
         crate::dataplane::unpin_link(&layout.link(name))
             .with_context(|| format!("cannot remove {}", layout.link(name).display()))?;
+        let tag_link = layout.tag_link(name);
+        if tag_link.exists() {
+            crate::dataplane::unpin_link(&tag_link)
+                .with_context(|| format!("cannot remove {}", tag_link.display()))?;
+        }
         println!("detached from {name}");
     }
     if layout.pinned_interfaces().is_empty() {

@@ -4,7 +4,7 @@
 //! and the layout of every key and value that crosses the kernel boundary.
 //! Every shared struct is `#[repr(C)]` without implicit padding, and its size
 //! is asserted at compile time so that both sides agree byte for byte.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Map names as they appear in the ELF object and under the pin directory.
 pub mod map_name {
@@ -17,8 +17,15 @@ pub mod map_name {
     pub const CONTROL: &str = "CONTROL";
     pub const CLASS_COUNTERS: &str = "CLASS_COUNTERS";
     pub const PATH_COUNTERS: &str = "PATH_COUNTERS";
+    pub const INTERFACES: &str = "INTERFACES";
+    pub const LOG_RULES: &str = "LOG_RULES";
+    pub const LOG_STATE: &str = "LOG_STATE";
+    pub const EVENTS: &str = "EVENTS";
+    pub const TAG_COUNTERS: &str = "TAG_COUNTERS";
+    pub const EVENT_COUNTERS: &str = "EVENT_COUNTERS";
+    pub const LOG_SCRATCH: &str = "LOG_SCRATCH";
 
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 16] = [
         HOSTS_V4,
         HOSTS_V6,
         PREFIXES_V4,
@@ -28,11 +35,22 @@ pub mod map_name {
         CONTROL,
         CLASS_COUNTERS,
         PATH_COUNTERS,
+        INTERFACES,
+        LOG_RULES,
+        LOG_STATE,
+        EVENTS,
+        TAG_COUNTERS,
+        EVENT_COUNTERS,
+        LOG_SCRATCH,
     ];
 }
 
 /// Name of the XDP program in the ELF object.
 pub const XDP_PROGRAM: &str = "intelwall";
+
+/// Name of the TC ingress program that copies a tagged packet's mark from
+/// the XDP metadata into the socket buffer.
+pub const TAG_PROGRAM: &str = "intelwall_tag";
 
 /// Class ids per generation. A class is one distinct predicate bitmask; class 0
 /// is the empty bitmask, the class of every address that no map holds.
@@ -111,6 +129,192 @@ pub enum Control {
 
 pub const CONTROL_SLOTS: u32 = 2;
 
+/// A [`map_name::CLASSES`] element: the verdict the agent compiled for a
+/// class, plus what tagging and logging need, so that a packet gets all of it
+/// from the one class table read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassRecord {
+    /// A [`Fate`] as `u32`.
+    pub fate: u32,
+    /// Mark given to tagged packets; zero otherwise.
+    pub mark: u32,
+    /// Bit `i` set: the log rule in slot `i` of [`map_name::LOG_RULES`]
+    /// matches this class.
+    pub log_rules: u32,
+    /// [`record_flags`] bits.
+    pub flags: u8,
+    /// DSCP written into tagged packets when [`record_flags::DSCP`] is set.
+    pub dscp: u8,
+    pub _reserved: [u8; 2],
+}
+
+impl ClassRecord {
+    /// A record that only carries a verdict: no DSCP rewrite, no logging.
+    pub const fn from_entry(entry: ClassEntry) -> ClassRecord {
+        ClassRecord {
+            fate: entry.fate,
+            mark: entry.mark,
+            log_rules: 0,
+            flags: 0,
+            dscp: 0,
+            _reserved: [0; 2],
+        }
+    }
+
+    pub const fn entry(&self) -> ClassEntry {
+        ClassEntry {
+            fate: self.fate,
+            mark: self.mark,
+        }
+    }
+}
+
+/// Flags of a [`ClassRecord`].
+pub mod record_flags {
+    /// Rewrite the DSCP of tagged packets to [`super::ClassRecord::dscp`].
+    pub const DSCP: u8 = 1;
+}
+
+/// Largest DSCP value (six bits).
+pub const MAX_DSCP: u8 = 63;
+
+/// Slots in [`map_name::INTERFACES`]. The program finds its interface's
+/// counter slot at `ifindex % INTERFACE_TABLE_ENTRIES`; the entry names the
+/// ifindex it belongs to, so a collision is detected, never misattributed.
+pub const INTERFACE_TABLE_ENTRIES: u32 = 256;
+
+/// Counter slot of packets from an interface that [`map_name::INTERFACES`]
+/// does not name. Configured interfaces use slots 1 and up.
+pub const UNNAMED_INTERFACE_SLOT: u32 = 0;
+
+/// A [`map_name::INTERFACES`] element.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceSlot {
+    pub ifindex: u32,
+    /// Counter slot: [`map_name::CLASS_COUNTERS`] has `MAX_CLASSES`
+    /// counters per slot, [`map_name::PATH_COUNTERS`] `PATH_COUNTER_SLOTS`.
+    pub slot: u32,
+}
+
+/// Rules with logging the class table can name: the width of
+/// [`ClassRecord::log_rules`].
+pub const MAX_LOG_RULES: u32 = 32;
+
+/// How a log rule samples its matches, a [`map_name::LOG_RULES`] element
+/// written by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogRule {
+    /// Log one match of every `sample_every`, counted per CPU; 1 logs all,
+    /// 0 marks a free slot that logs nothing.
+    pub sample_every: u32,
+    /// Events a second one CPU may send for this rule; 0 for no limit. The
+    /// agent divides the configured rate among the online CPUs.
+    pub rate_per_cpu: u32,
+}
+
+/// Sampling state of one log rule on one CPU, a [`map_name::LOG_STATE`]
+/// element. Only the kernel writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogState {
+    /// Matches left until the next sampled one.
+    pub countdown: u32,
+    /// Events already sent in the current second.
+    pub sent_this_second: u32,
+    /// Start of the current second, in `bpf_ktime_get_ns` time.
+    pub second_start_ns: u64,
+}
+
+/// Bytes of the [`map_name::EVENTS`] ring buffer (a power of two and a
+/// multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+
+/// Bytes of the packet an event carries, from the start of the IP header:
+/// enough for an IPv4 header with the longest options, or an IPv6 header
+/// with a few extension headers, plus the ports behind them.
+pub const EVENT_HEADER_BYTES: usize = 128;
+
+/// One packet that log rules sampled, written to the [`map_name::EVENTS`]
+/// ring buffer. The kernel copies the headers as they are, and the agent
+/// reads addresses, protocol and ports from them. So the XDP program has no
+/// parser to verify beyond the one that finds the source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC in nanoseconds.
+    pub time_ns: u64,
+    pub ifindex: u32,
+    /// Frame length in bytes.
+    pub length: u32,
+    /// Bit `i`: the log rule in slot `i` sampled this packet.
+    pub rules: u32,
+    /// Bytes of `headers` that hold packet data.
+    pub header_len: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// The packet's [`Fate`].
+    pub fate: u8,
+    /// The packet from the start of its IP header.
+    pub headers: [u8; EVENT_HEADER_BYTES],
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Event {
+            time_ns: 0,
+            ifindex: 0,
+            length: 0,
+            rules: 0,
+            header_len: 0,
+            family: 0,
+            fate: 0,
+            headers: [0; EVENT_HEADER_BYTES],
+        }
+    }
+}
+
+/// Slots of [`map_name::EVENT_COUNTERS`]; `packets` counts events.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventCounter {
+    /// Events written to the ring buffer.
+    Sent = 0,
+    /// Sampled packets lost because the ring buffer was full.
+    Lost = 1,
+}
+
+pub const EVENT_COUNTER_SLOTS: u32 = 2;
+
+/// What the XDP program leaves in front of a tagged packet for the TC
+/// program. The magic number separates our metadata from other programs'.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TagMeta {
+    pub magic: u32,
+    pub mark: u32,
+}
+
+/// [`TagMeta::magic`]: "iwtg".
+pub const TAG_META_MAGIC: u32 = 0x6977_7467;
+
+/// Slots of [`map_name::TAG_COUNTERS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TagCounter {
+    /// Tagged packets whose mark was handed to the TC program.
+    Marked = 0,
+    /// Tagged packets that got no mark: the driver gives XDP no room for
+    /// metadata.
+    NoMetadata = 1,
+    /// Tagged packets whose DSCP was rewritten.
+    DscpRewritten = 2,
+}
+
+pub const TAG_COUNTER_SLOTS: u32 = 3;
+
 /// Packets and bytes, the value of every per-CPU counter array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -186,8 +390,25 @@ pub const fn class_slot(generation: u32, class: u32) -> u32 {
     (generation & 1) * MAX_CLASSES + class
 }
 
+/// Updates an Internet checksum for one 16-bit word changed from `old` to
+/// `new` (RFC 1624, equation 3: HC' = ~(~HC + ~m + m')), so that a header
+/// rewrite need not sum the whole header again.
+pub const fn incremental_checksum(checksum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = (!checksum) as u32 + (!old) as u32 + new as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
 const _: () = assert!(core::mem::size_of::<ClassEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(core::mem::size_of::<ClassRecord>() == 16);
+const _: () = assert!(core::mem::size_of::<InterfaceSlot>() == 8);
+const _: () = assert!(core::mem::size_of::<LogRule>() == 8);
+const _: () = assert!(core::mem::size_of::<LogState>() == 16);
+const _: () = assert!(core::mem::size_of::<Event>() == 24 + EVENT_HEADER_BYTES);
+const _: () = assert!(core::mem::size_of::<TagMeta>() == 8);
+const _: () = assert!(MAX_LOG_RULES == u32::BITS);
 const _: () = assert!(GENERATIONS == 2);
 
 #[cfg(feature = "user")]
@@ -197,4 +418,54 @@ mod pod {
     unsafe impl aya::Pod for super::ClassEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above; the reserved bytes make the padding explicit.
+    unsafe impl aya::Pod for super::ClassRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InterfaceSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LogRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LogState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::incremental_checksum;
+
+    /// The checksum a receiver computes: the one's complement of the one's
+    /// complement sum of the header with its checksum field zeroed.
+    fn full_checksum(header: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for (index, pair) in header.chunks(2).enumerate() {
+            if index == 5 {
+                continue;
+            }
+            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn incremental_update_matches_a_full_sum() {
+        let mut header: [u8; 20] = [
+            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0, 0, 192, 0, 2, 10, 10,
+            199, 0, 2,
+        ];
+        let checksum = full_checksum(&header);
+        header[10..12].copy_from_slice(&checksum.to_be_bytes());
+        for tos in [0x00u8, 0x28, 0xb8, 0xfc, 0xff, 0x01] {
+            let old = u16::from_be_bytes([header[0], header[1]]);
+            let new = u16::from_be_bytes([header[0], tos]);
+            let current = u16::from_be_bytes([header[10], header[11]]);
+            let updated = incremental_checksum(current, old, new);
+            header[1] = tos;
+            header[10..12].copy_from_slice(&updated.to_be_bytes());
+            assert_eq!(updated, full_checksum(&header), "tos {tos:#04x}");
+        }
+    }
 }

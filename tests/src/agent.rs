@@ -115,6 +115,19 @@ impl Agent {
         config: &Path,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Agent> {
+        Agent::start_with_args(binary, netns, interface, config, env, &[])
+    }
+
+    /// Like [`Agent::start_with_env`], with extra arguments for `run`, such
+    /// as `--events FILE` or `--metrics ADDRESS`.
+    pub fn start_with_args(
+        binary: &Path,
+        netns: &str,
+        interface: &str,
+        config: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Agent> {
         let output_dir =
             tempfile::tempdir().context("cannot create a directory for agent output")?;
         let stdout_path = output_dir.path().join("stdout");
@@ -136,6 +149,7 @@ impl Agent {
             .arg("run")
             .arg("--config")
             .arg(config)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)

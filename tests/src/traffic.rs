@@ -109,6 +109,66 @@ impl Receiver {
     }
 }
 
+/// Keeps every frame arriving on one interface until stopped, for tests that
+/// look inside what arrived (DSCP, checksums) rather than count it.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<Vec<Vec<u8>>>>,
+}
+
+impl Capture {
+    /// Starts capturing on `interface` in namespace `netns`. Returns once the
+    /// socket is bound, so frames sent afterwards are all kept.
+    pub fn start(netns: &str, interface: &str) -> Result<Capture> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let interface = interface.to_owned();
+        let stop_flag = Arc::clone(&stop);
+        let thread = spawn_in_netns(netns, move || {
+            let socket = PacketSocket::bind(&interface, libc::ETH_P_ALL as u16)?;
+            let _ = ready_tx.send(());
+            socket.set_receive_options()?;
+            keep_until_quiet(&socket, &stop_flag)
+        })?;
+        if ready_rx.recv().is_err() {
+            return match thread.join() {
+                Ok(Err(error)) => Err(error),
+                Ok(Ok(_)) => bail!("capture ended before binding"),
+                Err(_) => bail!("capture thread panicked"),
+            };
+        }
+        Ok(Capture { stop, thread })
+    }
+
+    /// Stops once no frame has arrived for [`QUIET_PERIOD`], and returns the
+    /// frames in arrival order.
+    pub fn finish(self) -> Result<Vec<Vec<u8>>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("capture thread panicked"))?
+    }
+}
+
+fn keep_until_quiet(socket: &PacketSocket, stop: &AtomicBool) -> Result<Vec<Vec<u8>>> {
+    let mut frames = Vec::new();
+    let mut buffer = vec![0u8; 65536];
+    let mut last_frame = Instant::now();
+    loop {
+        match socket.receive(&mut buffer)? {
+            Some(len) => {
+                last_frame = Instant::now();
+                frames.push(buffer[..len].to_vec());
+            }
+            None => {
+                if stop.load(Ordering::Relaxed) && last_frame.elapsed() >= QUIET_PERIOD {
+                    return Ok(frames);
+                }
+            }
+        }
+    }
+}
+
 fn count_until_quiet(socket: &PacketSocket, stop: &AtomicBool) -> Result<Counts> {
     let mut counts = Counts::new();
     let mut buffer = vec![0u8; 65536];

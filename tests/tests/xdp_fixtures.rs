@@ -480,3 +480,64 @@ fn rule_counters_count_every_match() {
     assert_eq!(report.totals.allowed, 4);
     assert_eq!(report.totals.passed, 3);
 }
+
+const TAG_CONFIG: &str = r#"
+[[feed]]
+name = "threats"
+path = "threats.jsonl"
+format = "jsonl"
+
+[[rule]]
+name = "to-honeypot"
+expression = 'any(ip.intel.datasets[*] == "botnet")'
+action = "tag"
+mark = 0x10
+dscp = 46
+"#;
+
+/// A tagged frame leaves XDP with the mark in its metadata (for the TC
+/// program) and its DSCP rewritten under a still valid IPv4 checksum; an
+/// untagged frame leaves as it came.
+#[test]
+fn tag_writes_metadata_and_dscp() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new("tag");
+    scratch.write("threats.jsonl", THREATS);
+    let config = scratch.write("intelwall.toml", TAG_CONFIG);
+    let loaded = pipeline::load(&config, jiff::Timestamp::now()).expect("tag config loads");
+    let observation = intelwall::events::Observation::new(
+        &loaded.compiled,
+        &loaded.config,
+        &intelwall::events::LogSlots::default(),
+        false,
+    );
+    let image = &loaded.compiled.image;
+    let mut dataplane = Dataplane::load(Capacity::for_image(image)).expect("XDP program loads");
+    dataplane
+        .write_initial_with(image, observation.extras)
+        .expect("maps accept the image");
+
+    let tagged = udp_from("203.0.113.30");
+    let (action, meta_len, out) = dataplane.test_run_output(&tagged).expect("test run");
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(meta_len, 8, "metadata in front of the frame");
+    let magic = u32::from_ne_bytes(out[0..4].try_into().unwrap());
+    let mark = u32::from_ne_bytes(out[4..8].try_into().unwrap());
+    assert_eq!(magic, intelwall_common::TAG_META_MAGIC);
+    assert_eq!(mark, 0x10);
+    let header = &out[meta_len + 14..meta_len + 34];
+    assert_eq!(header[1] >> 2, 46, "DSCP");
+    assert_eq!(
+        intelwall_tests::packet::internet_checksum(header),
+        0,
+        "IPv4 checksum"
+    );
+
+    let clean = udp_from("203.0.113.20");
+    let (action, meta_len, out) = dataplane.test_run_output(&clean).expect("test run");
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(meta_len, 0);
+    assert_eq!(out, clean);
+}

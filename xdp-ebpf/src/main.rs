@@ -2,15 +2,22 @@
 //!
 //! Per packet: parse Ethernet and up to two VLAN tags, take the IPv4 or IPv6
 //! source address, find its class (exact host hash first, longest-prefix trie
-//! on a miss), read the class's precomputed verdict from the active half of
-//! the class table, count, and return the fate. The agent has already
-//! evaluated every rule for every class, so the cost per packet does not grow
-//! with the number of rules. Frames that cannot be parsed pass untouched and
-//! are counted by reason.
+//! on a miss), read the class's precomputed record from the active half of
+//! the class table, count per interface, and return the fate. The agent has
+//! already evaluated every rule for every class, so the cost per packet does
+//! not grow with the number of rules. Frames that cannot be parsed pass
+//! untouched and are counted by reason.
+//!
+//! The same record says what else to do: for a `tag` verdict, rewrite the
+//! DSCP when asked and hand the mark to the TC program (`tag.rs`); for a
+//! class that log rules match, sample events into the ring buffer (`log.rs`).
 #![no_std]
 #![no_main]
 
+mod log;
 mod parse;
+mod rewrite;
+mod tag;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -19,11 +26,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use intelwall_common::{
-    CLASS_NONE, COVER_V4_ENTRIES, ClassEntry, Control, Counter, DEFAULT_MAP_CAPACITY, Fate,
-    GENERATIONS, MAX_CLASSES, PATH_COUNTER_SLOTS, PathCounter, class_slot, cover,
+    CLASS_NONE, COVER_V4_ENTRIES, ClassRecord, Control, Counter, DEFAULT_MAP_CAPACITY, Fate,
+    GENERATIONS, INTERFACE_TABLE_ENTRIES, InterfaceSlot, MAX_CLASSES, PATH_COUNTER_SLOTS,
+    PathCounter, TAG_COUNTER_SLOTS, TagCounter, UNNAMED_INTERFACE_SLOT, class_slot, cover,
+    record_flags,
 };
 
+use crate::log::{Packet, log_matches};
 use crate::parse::{Parsed, parse_source};
+use crate::rewrite::{hand_mark, set_dscp_v4, set_dscp_v6};
 
 #[map(name = "HOSTS_V4")]
 static HOSTS_V4: HashMap<[u8; 4], u32> = HashMap::with_max_entries(DEFAULT_MAP_CAPACITY, 0);
@@ -41,30 +52,67 @@ static PREFIXES_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEFAULT_M
 static COVER_V4: Array<u8> = Array::with_max_entries(COVER_V4_ENTRIES, 0);
 
 #[map(name = "CLASSES")]
-static CLASSES: Array<ClassEntry> = Array::with_max_entries(GENERATIONS * MAX_CLASSES, 0);
+static CLASSES: Array<ClassRecord> = Array::with_max_entries(GENERATIONS * MAX_CLASSES, 0);
 
 #[map(name = "CONTROL")]
 static CONTROL: Array<u32> = Array::with_max_entries(intelwall_common::CONTROL_SLOTS, 0);
 
+/// `MAX_CLASSES` counters per interface slot; the agent sets the number of
+/// slots at load time (one per configured interface, plus the unnamed slot).
 #[map(name = "CLASS_COUNTERS")]
 static CLASS_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_CLASSES, 0);
 
+/// `PATH_COUNTER_SLOTS` counters per interface slot, sized like
+/// CLASS_COUNTERS.
 #[map(name = "PATH_COUNTERS")]
 static PATH_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(PATH_COUNTER_SLOTS, 0);
 
+#[map(name = "INTERFACES")]
+static INTERFACES: Array<InterfaceSlot> = Array::with_max_entries(INTERFACE_TABLE_ENTRIES, 0);
+
+#[map(name = "TAG_COUNTERS")]
+static TAG_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(TAG_COUNTER_SLOTS, 0);
+
 #[xdp]
 pub fn intelwall(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    match parse_source(&ctx) {
-        Parsed::V4(addr) => judge(lookup_v4(addr), len),
-        Parsed::V6(addr) => judge(lookup_v6(&addr), len),
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    let slot = interface_slot(&ctx);
+    let (class, family, l3) = match parse_source(&ctx) {
+        Parsed::V4(addr, l3) => (lookup_v4(addr), 4, l3),
+        Parsed::V6(addr, l3) => (lookup_v6(&addr), 6, l3),
         Parsed::Skipped(reason) => {
-            count(&PATH_COUNTERS, reason as u32, len);
-            xdp_action::XDP_PASS
+            count(&PATH_COUNTERS, path_index(slot, reason), u64::from(len));
+            return xdp_action::XDP_PASS;
         }
+    };
+    let packet = Packet {
+        ctx: &ctx,
+        family,
+        l3,
+        length: len,
+    };
+    judge(&packet, class, slot)
+}
+
+/// The counter slot of the interface the packet came in on. One array read
+/// indexed by the ifindex, not a hash lookup; the entry repeats the ifindex,
+/// so an interface whose index collides with a configured one counts in the
+/// unnamed slot instead of another interface's.
+#[inline(always)]
+fn interface_slot(ctx: &XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match INTERFACES.get(ifindex % INTERFACE_TABLE_ENTRIES) {
+        Some(entry) if entry.ifindex == ifindex => entry.slot,
+        _ => UNNAMED_INTERFACE_SLOT,
     }
 }
 
+#[inline(always)]
+fn path_index(slot: u32, path: PathCounter) -> u32 {
+    slot * PATH_COUNTER_SLOTS + path as u32
+}
+
+#[inline(always)]
 fn lookup_v4(addr: [u8; 4]) -> u32 {
     let region = u32::from(addr[0]) << 8 | u32::from(addr[1]);
     let flags = match COVER_V4.get(region) {
@@ -86,6 +134,7 @@ fn lookup_v4(addr: [u8; 4]) -> u32 {
     CLASS_NONE
 }
 
+#[inline(always)]
 fn lookup_v6(addr: &[u8; 16]) -> u32 {
     // SAFETY: as in lookup_v4.
     if let Some(class) = unsafe { HOSTS_V6.get(addr) } {
@@ -97,7 +146,11 @@ fn lookup_v6(addr: &[u8; 16]) -> u32 {
     }
 }
 
-fn judge(class: u32, len: u64) -> u32 {
+// Inlined: a BPF function takes at most five arguments in registers, and
+// the compiler may split a struct argument across more.
+#[inline(always)]
+fn judge(packet: &Packet<'_>, class: u32, slot: u32) -> u32 {
+    let len = u64::from(packet.length);
     let generation = match CONTROL.get(Control::Generation as u32) {
         Some(generation) => *generation,
         None => 0,
@@ -109,24 +162,55 @@ fn judge(class: u32, len: u64) -> u32 {
     } else {
         CLASS_NONE
     };
-    let entry = match CLASSES.get(class_slot(generation, class)) {
-        Some(entry) => *entry,
-        None => ClassEntry::default(),
+    let record = match CLASSES.get(class_slot(generation, class)) {
+        Some(record) => *record,
+        None => ClassRecord::default(),
     };
-    count(&CLASS_COUNTERS, class, len);
+    count(&CLASS_COUNTERS, slot * MAX_CLASSES + class, len);
 
-    let (action, path) = match Fate::from_u32(entry.fate) {
-        Some(Fate::Drop) => (xdp_action::XDP_DROP, PathCounter::Dropped),
-        Some(Fate::Allow) => (xdp_action::XDP_PASS, PathCounter::Allowed),
-        Some(Fate::Tag) => (xdp_action::XDP_PASS, PathCounter::Tagged),
-        Some(Fate::Pass) | None => (xdp_action::XDP_PASS, PathCounter::Passed),
+    let fate = Fate::from_u32(record.fate).unwrap_or(Fate::Pass);
+    let (action, path) = match fate {
+        Fate::Drop => (xdp_action::XDP_DROP, PathCounter::Dropped),
+        Fate::Allow => (xdp_action::XDP_PASS, PathCounter::Allowed),
+        Fate::Tag => (xdp_action::XDP_PASS, PathCounter::Tagged),
+        Fate::Pass => (xdp_action::XDP_PASS, PathCounter::Passed),
     };
-    count(&PATH_COUNTERS, path as u32, len);
+    count(&PATH_COUNTERS, path_index(slot, path), len);
+
+    if record.log_rules != 0 {
+        log_matches(packet, record.log_rules, fate as u8);
+    }
+    if fate == Fate::Tag {
+        tag(packet, &record);
+    }
     action
 }
 
+/// Rewrites the DSCP when the record asks for it, then hands the mark on.
+/// The mark comes last: after the metadata helper no frame access is
+/// allowed without new bounds checks.
 #[inline(always)]
-fn count(counters: &PerCpuArray<Counter>, index: u32, len: u64) {
+fn tag(packet: &Packet<'_>, record: &ClassRecord) {
+    let len = u64::from(packet.length);
+    if record.flags & record_flags::DSCP != 0 {
+        let rewritten = match packet.family {
+            4 => set_dscp_v4(packet.ctx, packet.l3, record.dscp),
+            _ => set_dscp_v6(packet.ctx, packet.l3, record.dscp),
+        };
+        if rewritten {
+            count(&TAG_COUNTERS, TagCounter::DscpRewritten as u32, len);
+        }
+    }
+    let counter = if hand_mark(packet.ctx, record.mark) {
+        TagCounter::Marked
+    } else {
+        TagCounter::NoMetadata
+    };
+    count(&TAG_COUNTERS, counter as u32, len);
+}
+
+#[inline(always)]
+pub(crate) fn count(counters: &PerCpuArray<Counter>, index: u32, len: u64) {
     // Per-CPU slots are only written by the CPU that owns them, and XDP does
     // not preempt itself, so plain additions are exact without atomics.
     if let Some(counter) = counters.get_ptr_mut(index) {

@@ -1,8 +1,8 @@
 //! Packet parsing up to the IP source address.
 //!
-//! Contract: every read goes through [`ptr_at`], which checks that the whole
-//! `T` lies inside the frame before returning a pointer to it. Nothing else in
-//! this crate touches packet memory. Offsets are plain `usize` values counted
+//! Contract: every access to the frame in this crate, read or write, goes
+//! through [`ptr_at`], which checks that the whole `T` lies inside the frame
+//! before returning a pointer to it. Offsets are plain `usize` values counted
 //! from the start of the frame.
 
 use aya_ebpf::programs::XdpContext;
@@ -10,8 +10,8 @@ use intelwall_common::{MAX_VLAN_TAGS, PathCounter};
 
 const ETH_HEADER_LEN: usize = 14;
 const VLAN_TAG_LEN: usize = 4;
-const IPV4_MIN_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: usize = 40;
+pub const IPV4_MIN_HEADER_LEN: usize = 20;
+pub const IPV6_HEADER_LEN: usize = 40;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -29,8 +29,10 @@ const IPV4_SOURCE_OFFSET: usize = 12;
 const IPV6_SOURCE_OFFSET: usize = 8;
 
 pub enum Parsed {
-    V4([u8; 4]),
-    V6([u8; 16]),
+    /// An IPv4 source, and the offset of the IPv4 header.
+    V4([u8; 4], usize),
+    /// An IPv6 source, and the offset of the IPv6 header.
+    V6([u8; 16], usize),
     /// Not judged; the reason is the counter slot to bump.
     Skipped(PathCounter),
 }
@@ -38,7 +40,7 @@ pub enum Parsed {
 /// Returns a pointer to a `T` at `offset` bytes into the frame, or `None` when
 /// the frame is too short to hold it.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -48,14 +50,14 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
 }
 
 #[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+pub fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     // SAFETY: ptr_at checked that the bytes lie inside the frame; packet data
     // has no alignment guarantee, hence the unaligned read.
     ptr_at::<T>(ctx, offset).map(|ptr| unsafe { ptr.read_unaligned() })
 }
 
 #[inline(always)]
-fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
+pub fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read::<[u8; 2]>(ctx, offset).map(u16::from_be_bytes)
 }
 
@@ -105,7 +107,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Parsed {
     }
     let mut source = [0u8; 4];
     source.copy_from_slice(&header[IPV4_SOURCE_OFFSET..IPV4_SOURCE_OFFSET + 4]);
-    Parsed::V4(source)
+    Parsed::V4(source, offset)
 }
 
 #[inline(always)]
@@ -132,7 +134,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Parsed {
         return Parsed::Skipped(PathCounter::NeighbourDiscovery);
     }
     match read::<[u8; 16]>(ctx, offset + IPV6_SOURCE_OFFSET) {
-        Some(source) => Parsed::V6(source),
+        Some(source) => Parsed::V6(source, offset),
         None => Parsed::Skipped(PathCounter::Truncated),
     }
 }

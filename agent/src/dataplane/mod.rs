@@ -2,6 +2,7 @@
 //! interfaces and reads its counters.
 
 mod batch;
+mod counters;
 mod pinned;
 mod update;
 
@@ -9,14 +10,18 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::Ebpf;
 use aya::EbpfLoader;
-use aya::maps::{Array, Map, MapData, PerCpuArray};
-use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId};
+use aya::maps::{Array, Map, MapData};
+use aya::programs::{
+    ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId,
+};
 use intelwall_common::{
-    COVER_V4_ENTRIES, ClassEntry, Control, Counter, GENERATIONS, MAX_CLASSES, PATH_COUNTER_SLOTS,
-    XDP_PROGRAM, class_slot, map_name,
+    COVER_V4_ENTRIES, ClassEntry, ClassRecord, Control, Counter, GENERATIONS,
+    INTERFACE_TABLE_ENTRIES, InterfaceSlot, LogRule, MAX_CLASSES, MAX_LOG_RULES,
+    PATH_COUNTER_SLOTS, TAG_PROGRAM, XDP_PROGRAM, class_slot, map_name, record_flags,
 };
 
 pub use batch::LpmKey;
+pub use counters::{CounterMaps, PinnedCounterMaps, Snapshot, sum_slots};
 pub use pinned::unpin_link;
 pub use update::UpdateStats;
 
@@ -84,6 +89,56 @@ pub enum DataplaneError {
     },
     #[error("test run failed: {0}")]
     TestRun(#[source] ProgramError),
+    #[error("cannot attach the tag program to `{interface}`: {source}")]
+    AttachTag {
+        interface: String,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// What the class table holds for a class besides its verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassExtra {
+    /// Bit `i`: the log rule in slot `i` matches the class.
+    pub log_rules: u32,
+    /// DSCP to write into the class's packets when its fate is `tag`.
+    pub dscp: Option<u8>,
+}
+
+/// The extras of every class id, indexed by class id; ids beyond the end
+/// have none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassExtras(pub Vec<ClassExtra>);
+
+impl ClassExtras {
+    fn get(&self, class: u32) -> ClassExtra {
+        self.0.get(class as usize).copied().unwrap_or_default()
+    }
+
+    /// The class table element for `entry` of class `class`.
+    fn record(&self, class: u32, entry: ClassEntry) -> ClassRecord {
+        let extra = self.get(class);
+        let mut record = ClassRecord::from_entry(entry);
+        record.log_rules = extra.log_rules;
+        if let Some(dscp) = extra.dscp {
+            record.flags |= record_flags::DSCP;
+            record.dscp = dscp;
+        }
+        record
+    }
+
+    fn from_records(records: &[ClassRecord]) -> ClassExtras {
+        ClassExtras(
+            records
+                .iter()
+                .map(|record| ClassExtra {
+                    log_rules: record.log_rules,
+                    dscp: (record.flags & record_flags::DSCP != 0).then_some(record.dscp),
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Capacities of the address maps, fixed when the program is loaded.
@@ -122,6 +177,8 @@ pub struct Attachment {
     /// Why `auto` fell back to skb mode, when it did.
     pub fallback_reason: Option<String>,
     link: LinkHandle,
+    /// The pinned link of the TC program that sets marks, when attached.
+    tag_link: Option<std::path::PathBuf>,
 }
 
 /// How the agent holds an attachment.
@@ -139,6 +196,8 @@ pub struct Dataplane {
     capacity: Capacity,
     generation: u32,
     attachments: Vec<Attachment>,
+    /// Extras of the class table the kernel enforces.
+    extras: ClassExtras,
 }
 
 impl Dataplane {
@@ -154,13 +213,27 @@ impl Dataplane {
         capacity: Capacity,
         maps_dir: Option<&std::path::Path>,
     ) -> Result<Dataplane, DataplaneError> {
+        Dataplane::load_with(capacity, maps_dir, 0)
+    }
+
+    /// Like [`Dataplane::load_pinned`], with counters for `interfaces`
+    /// named interfaces besides the unnamed slot. Each slot costs
+    /// `MAX_CLASSES` counters (1 MiB) per possible CPU.
+    pub fn load_with(
+        capacity: Capacity,
+        maps_dir: Option<&std::path::Path>,
+        interfaces: u32,
+    ) -> Result<Dataplane, DataplaneError> {
         raise_memlock_limit();
+        let slots = interfaces + 1;
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_name::HOSTS_V4, capacity.hosts_v4)
             .map_max_entries(map_name::HOSTS_V6, capacity.hosts_v6)
             .map_max_entries(map_name::PREFIXES_V4, capacity.prefixes_v4)
-            .map_max_entries(map_name::PREFIXES_V6, capacity.prefixes_v6);
+            .map_max_entries(map_name::PREFIXES_V6, capacity.prefixes_v6)
+            .map_max_entries(map_name::CLASS_COUNTERS, slots * MAX_CLASSES)
+            .map_max_entries(map_name::PATH_COUNTERS, slots * PATH_COUNTER_SLOTS);
         if let Some(dir) = maps_dir {
             std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Write {
                 map: "pin directory",
@@ -174,11 +247,15 @@ impl Dataplane {
         program_mut(&mut ebpf)?
             .load()
             .map_err(DataplaneError::Verify)?;
+        tag_program_mut(&mut ebpf)?
+            .load()
+            .map_err(DataplaneError::Verify)?;
         let mut dataplane = Dataplane {
             ebpf,
             capacity,
             generation: 0,
             attachments: Vec::new(),
+            extras: ClassExtras::default(),
         };
         dataplane.generation = dataplane.control(Control::Generation)? & 1;
         Ok(dataplane)
@@ -215,11 +292,66 @@ impl Dataplane {
     /// Writes `image` into empty maps: addresses and the cover table first,
     /// then the class table's idle half, then the flip that makes it active.
     pub fn write_initial(&mut self, image: &MapImage) -> Result<(), DataplaneError> {
+        self.write_initial_with(image, ClassExtras::default())
+    }
+
+    /// [`Dataplane::write_initial`] with DSCP rewrites and log rules per
+    /// class.
+    pub fn write_initial_with(
+        &mut self,
+        image: &MapImage,
+        extras: ClassExtras,
+    ) -> Result<(), DataplaneError> {
         self.check_capacity(image)?;
         self.write_hosts(image)?;
         self.write_prefixes(image)?;
         self.write_cover(&image.cover_v4)?;
+        self.extras = extras;
         self.write_classes(&image.classes)
+    }
+
+    /// Names the counter slot of each interface by ifindex; every other
+    /// interface counts in the unnamed slot. Returns the interfaces that
+    /// share a table entry with an earlier one and so count as unnamed.
+    pub fn set_interface_slots(
+        &self,
+        interfaces: &[(u32, u32)],
+    ) -> Result<Vec<u32>, DataplaneError> {
+        let mut table = vec![InterfaceSlot::default(); INTERFACE_TABLE_ENTRIES as usize];
+        let mut collided = Vec::new();
+        for &(ifindex, slot) in interfaces {
+            let entry = &mut table[(ifindex % INTERFACE_TABLE_ENTRIES) as usize];
+            if entry.ifindex != 0 && entry.ifindex != ifindex {
+                collided.push(ifindex);
+                continue;
+            }
+            *entry = InterfaceSlot { ifindex, slot };
+        }
+        let keys: Vec<u32> = (0..INTERFACE_TABLE_ENTRIES).collect();
+        let values: Vec<[u8; 8]> = table.iter().map(interface_slot_bytes).collect();
+        self.update(map_name::INTERFACES, &keys, &values)?;
+        Ok(collided)
+    }
+
+    /// Writes the sampling settings of the log rules, slot by slot.
+    pub fn set_log_rules(&self, rules: &[LogRule]) -> Result<(), DataplaneError> {
+        let count = rules.len().min(MAX_LOG_RULES as usize);
+        let mut all = rules[..count].to_vec();
+        all.resize(MAX_LOG_RULES as usize, LogRule::default());
+        let keys: Vec<u32> = (0..MAX_LOG_RULES).collect();
+        let values: Vec<[u8; 8]> = all.iter().map(log_rule_bytes).collect();
+        self.update(map_name::LOG_RULES, &keys, &values)
+    }
+
+    /// Counter slots of the loaded maps: the unnamed slot plus one per named
+    /// interface.
+    pub fn interface_slots(&self) -> Result<u32, DataplaneError> {
+        self.counter_maps().interface_slots()
+    }
+
+    /// The ring buffer of sampled events, for one reader. `None` once taken.
+    pub fn take_events(&mut self) -> Option<Map> {
+        self.ebpf.take_map(map_name::EVENTS)
     }
 
     fn check_capacity(&self, image: &MapImage) -> Result<(), DataplaneError> {
@@ -302,28 +434,29 @@ impl Dataplane {
         self.update(map_name::COVER_V4, &keys, &values)
     }
 
-    /// Writes a class table into the idle half and makes it active.
+    /// Writes a class table into the idle half and makes it active, with
+    /// the extras of the enforced table.
     pub fn write_classes(&mut self, classes: &[ClassEntry]) -> Result<(), DataplaneError> {
         let idle = (self.generation + 1) % GENERATIONS;
-        let entries: Vec<(u32, ClassEntry)> = classes
+        let records: Vec<(u32, ClassRecord)> = classes
             .iter()
             .take(MAX_CLASSES as usize)
             .enumerate()
-            .map(|(class, entry)| (class as u32, *entry))
+            .map(|(class, entry)| (class as u32, self.extras.record(class as u32, *entry)))
             .collect();
-        self.write_class_slots(idle, &entries)?;
+        self.write_class_slots(idle, &records)?;
         self.set_generation(idle)
     }
 
-    /// Writes class entries into one half of the class table.
+    /// Writes class records into one half of the class table.
     fn write_class_slots(
         &self,
         generation: u32,
-        entries: &[(u32, ClassEntry)],
+        records: &[(u32, ClassRecord)],
     ) -> Result<(), DataplaneError> {
-        let (slots, values): (Vec<u32>, Vec<ClassEntry>) = entries
+        let (slots, values): (Vec<u32>, Vec<[u8; 16]>) = records
             .iter()
-            .map(|(class, entry)| (class_slot(generation, *class), *entry))
+            .map(|(class, record)| (class_slot(generation, *class), class_record_bytes(record)))
             .unzip();
         self.update(map_name::CLASSES, &slots, &values)
     }
@@ -411,43 +544,34 @@ impl Dataplane {
                 LinkHandle::Pinned(path) => pinned::unpin_link(&path)
                     .map_err(|source| DataplaneError::Pin { path, source })?,
             }
+            if let Some(path) = attachment.tag_link {
+                pinned::unpin_link(&path).map_err(|source| DataplaneError::Pin { path, source })?;
+            }
         }
         Ok(())
     }
 
-    /// Packets and bytes per class, summed over all possible CPUs.
+    /// Packets and bytes per class, summed over all possible CPUs and every
+    /// interface slot.
     pub fn class_counters(&self, classes: usize) -> Result<Vec<Counter>, DataplaneError> {
-        self.sum_counters(
-            map_name::CLASS_COUNTERS,
-            classes.min(MAX_CLASSES as usize) as u32,
-        )
+        let by_slot = self.counter_maps().class_counters(classes)?;
+        Ok(counters::sum_slots(&by_slot))
     }
 
-    /// Packets and bytes per [`intelwall_common::PathCounter`] slot.
+    /// Packets and bytes per [`intelwall_common::PathCounter`] slot, summed
+    /// over every interface slot.
     pub fn path_counters(&self) -> Result<Vec<Counter>, DataplaneError> {
-        self.sum_counters(map_name::PATH_COUNTERS, PATH_COUNTER_SLOTS)
+        let by_slot = self.counter_maps().path_counters()?;
+        Ok(counters::sum_slots(&by_slot))
     }
 
-    fn sum_counters(&self, name: &'static str, slots: u32) -> Result<Vec<Counter>, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DataplaneError::MissingMap(name))?;
-        let counters: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)
-            .map_err(|source| DataplaneError::Read { map: name, source })?;
-        (0..slots)
-            .map(|slot| {
-                let per_cpu = counters
-                    .get(&slot, 0)
-                    .map_err(|source| DataplaneError::Read { map: name, source })?;
-                Ok(per_cpu
-                    .iter()
-                    .fold(Counter::default(), |sum, counter| Counter {
-                        packets: sum.packets + counter.packets,
-                        bytes: sum.bytes + counter.bytes,
-                    }))
-            })
-            .collect()
+    /// Every counter, per interface slot where the kernel keeps one.
+    pub fn snapshot(&self, classes: usize) -> Result<Snapshot, DataplaneError> {
+        self.counter_maps().snapshot(classes)
+    }
+
+    fn counter_maps(&self) -> CounterMaps<'_> {
+        CounterMaps::new(|name| self.ebpf.map(name))
     }
 
     /// Runs the program once on `frame` through BPF_PROG_TEST_RUN and returns
@@ -458,6 +582,38 @@ impl Dataplane {
         options.data_in = Some(frame);
         let result = program.test_run(options).map_err(DataplaneError::TestRun)?;
         Ok(result.return_value)
+    }
+
+    /// Runs the program once on `frame` and returns its XDP action and the
+    /// frame as it left, metadata area included: the kernel copies out from
+    /// the start of the metadata, whose length the returned `usize` gives.
+    pub fn test_run_output(
+        &mut self,
+        frame: &[u8],
+    ) -> Result<(u32, usize, Vec<u8>), DataplaneError> {
+        let program = program_mut(&mut self.ebpf)?;
+        // Room for the frame plus any metadata the program adds in front.
+        let mut out = vec![0u8; frame.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex. With a context to read back, the
+        // kernel takes the frame's bounds from the context given, so it
+        // must describe the whole frame.
+        let mut context_in = [0u8; 24];
+        context_in[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        let mut context_out = [0u8; 24];
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        options.data_out = Some(&mut out);
+        options.ctx_in = Some(&context_in);
+        options.ctx_out = Some(&mut context_out);
+        let result = program.test_run(options).map_err(DataplaneError::TestRun)?;
+        let field = |at: usize| {
+            u32::from_ne_bytes(context_out[at..at + 4].try_into().expect("four bytes")) as usize
+        };
+        let (data, data_meta) = (field(0), field(8));
+        let meta_len = data.saturating_sub(data_meta);
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, meta_len, out))
     }
 
     /// Runs the program `repeat` times on `frame` and returns the kernel's
@@ -495,6 +651,7 @@ fn attach_with(
         mode: mode_name,
         fallback_reason,
         link: LinkHandle::Owned(link),
+        tag_link: None,
     })
 }
 
@@ -503,6 +660,39 @@ fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
         .ok_or(DataplaneError::MissingMap("program intelwall"))?
         .try_into()
         .map_err(DataplaneError::Verify)
+}
+
+fn tag_program_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(TAG_PROGRAM)
+        .ok_or(DataplaneError::MissingMap("program intelwall_tag"))?
+        .try_into()
+        .map_err(DataplaneError::Verify)
+}
+
+/// The bytes of shared structs, for the batched writes, which take plain
+/// byte arrays so that no padding can reach the kernel.
+fn class_record_bytes(record: &ClassRecord) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[0..4].copy_from_slice(&record.fate.to_ne_bytes());
+    bytes[4..8].copy_from_slice(&record.mark.to_ne_bytes());
+    bytes[8..12].copy_from_slice(&record.log_rules.to_ne_bytes());
+    bytes[12] = record.flags;
+    bytes[13] = record.dscp;
+    bytes
+}
+
+fn interface_slot_bytes(entry: &InterfaceSlot) -> [u8; 8] {
+    let mut bytes = [0u8; 8];
+    bytes[0..4].copy_from_slice(&entry.ifindex.to_ne_bytes());
+    bytes[4..8].copy_from_slice(&entry.slot.to_ne_bytes());
+    bytes
+}
+
+fn log_rule_bytes(rule: &LogRule) -> [u8; 8] {
+    let mut bytes = [0u8; 8];
+    bytes[0..4].copy_from_slice(&rule.sample_every.to_ne_bytes());
+    bytes[4..8].copy_from_slice(&rule.rate_per_cpu.to_ne_bytes());
+    bytes
 }
 
 fn map_data(map: &Map) -> &MapData {

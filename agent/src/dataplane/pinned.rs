@@ -6,13 +6,14 @@ use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData};
-use aya::programs::XdpMode;
 use aya::programs::links::FdLink;
-use intelwall_common::{COVER_V4_ENTRIES, ClassEntry, MAX_CLASSES, class_slot, map_name};
+use aya::programs::tc::{self, TcAttachType};
+use aya::programs::{ProgramError, XdpMode};
+use intelwall_common::{COVER_V4_ENTRIES, ClassRecord, MAX_CLASSES, class_slot, map_name};
 
 use super::{
-    Attachment, Dataplane, DataplaneError, LinkHandle, attach_with, error_chain, interface_exists,
-    program_mut,
+    Attachment, ClassExtras, Dataplane, DataplaneError, LinkHandle, attach_with, error_chain,
+    interface_exists, program_mut, tag_program_mut,
 };
 use crate::compile::MapImage;
 use crate::config::AttachMode;
@@ -64,7 +65,66 @@ impl Dataplane {
             mode: "pinned",
             fallback_reason: None,
             link: LinkHandle::Pinned(link_path.to_owned()),
+            tag_link: None,
         })
+    }
+
+    /// Attaches the TC program that sets the marks of tagged packets to the
+    /// ingress of `interface`, and pins its link at `link_path`; a link
+    /// already pinned there gets the new program in one step. Needs TCX
+    /// (Linux 6.6): older kernels get a clsact filter instead, which stays
+    /// until `intelwall detach` removes it, and `None` is returned.
+    pub fn attach_tag_pinned(
+        &mut self,
+        interface: &str,
+        link_path: &Path,
+    ) -> Result<Option<std::path::PathBuf>, DataplaneError> {
+        let pin_error = |source: std::io::Error| DataplaneError::Pin {
+            path: link_path.to_owned(),
+            source,
+        };
+        let program = tag_program_mut(&mut self.ebpf)?;
+        if link_path.exists() {
+            let link = open_pinned(link_path).map_err(pin_error)?;
+            let program_fd = program.fd().map_err(DataplaneError::Verify)?;
+            update_link(&link, program_fd.as_fd().as_raw_fd()).map_err(pin_error)?;
+        } else {
+            let attach_error = |source: ProgramError| DataplaneError::AttachTag {
+                interface: interface.to_owned(),
+                source,
+            };
+            if !has_tcx() {
+                // Without TCX the filter hangs off a clsact qdisc, which may
+                // already exist.
+                let _ = tc::qdisc_add_clsact(interface);
+                let id = program
+                    .attach(interface, TcAttachType::Ingress)
+                    .map_err(attach_error)?;
+                let link = program.take_link(id).map_err(attach_error)?;
+                // Dropping the link would remove the filter; it must stay.
+                std::mem::forget(link);
+                return Ok(None);
+            }
+            let id = program
+                .attach(interface, TcAttachType::Ingress)
+                .map_err(attach_error)?;
+            let link = program.take_link(id).map_err(attach_error)?;
+            let link = FdLink::try_from(link)
+                .map_err(|source| pin_error(std::io::Error::other(source)))?;
+            if let Some(dir) = link_path.parent() {
+                std::fs::create_dir_all(dir).map_err(pin_error)?;
+            }
+            link.pin(link_path)
+                .map_err(|source| pin_error(std::io::Error::other(source)))?;
+        }
+        if let Some(attachment) = self
+            .attachments
+            .iter_mut()
+            .find(|attachment| attachment.interface == interface)
+        {
+            attachment.tag_link = Some(link_path.to_owned());
+        }
+        Ok(Some(link_path.to_owned()))
     }
 
     fn attach_and_pin(
@@ -113,7 +173,7 @@ impl Dataplane {
 
     /// Reads the maps back: address entries, cover flags and the active half
     /// of the class table (its first `classes` entries).
-    pub fn read_image(&self, classes: usize) -> Result<MapImage, DataplaneError> {
+    pub fn read_image(&mut self, classes: usize) -> Result<MapImage, DataplaneError> {
         let mut image = MapImage::default();
         let hosts_v4: HashMap<&MapData, [u8; 4], u32> = self.typed(map_name::HOSTS_V4)?;
         for entry in hosts_v4.iter() {
@@ -142,11 +202,14 @@ impl Dataplane {
             .map(|slot| cover.get(&slot, 0))
             .collect::<Result<_, _>>()
             .map_err(|source| read_error(map_name::COVER_V4, source))?;
-        let table: Array<&MapData, ClassEntry> = self.typed(map_name::CLASSES)?;
-        image.classes = (0..classes.min(MAX_CLASSES as usize) as u32)
+        let table: Array<&MapData, ClassRecord> = self.typed(map_name::CLASSES)?;
+        let records: Vec<ClassRecord> = (0..classes.min(MAX_CLASSES as usize) as u32)
             .map(|class| table.get(&class_slot(self.generation, class), 0))
             .collect::<Result<_, _>>()
             .map_err(|source| read_error(map_name::CLASSES, source))?;
+        image.classes = records.iter().map(ClassRecord::entry).collect();
+        // Transitional classes of the next update repeat these extras.
+        self.extras = ClassExtras::from_records(&records);
         Ok(image)
     }
 
@@ -217,6 +280,13 @@ fn read_error(map: &'static str, source: aya::maps::MapError) -> DataplaneError 
 /// process holds the link open.
 pub fn unpin_link(link_path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(link_path)
+}
+
+/// Whether the kernel has TCX links (Linux 6.6), which aya uses for TC
+/// programs when it can and which can be pinned.
+fn has_tcx() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 6, 0))
 }
 
 /// Opens a pinned bpffs object.

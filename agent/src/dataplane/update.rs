@@ -21,10 +21,10 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use intelwall_common::{CLASS_NONE, ClassEntry, MAX_CLASSES, map_name};
+use intelwall_common::{CLASS_NONE, ClassRecord, MAX_CLASSES, map_name};
 
 use super::batch::LpmKey;
-use super::{Dataplane, DataplaneError};
+use super::{ClassExtras, Dataplane, DataplaneError};
 use crate::compile::{Enforced, MapImage};
 
 /// What an update wrote.
@@ -226,6 +226,17 @@ impl Dataplane {
         old: Enforced<'_>,
         new: Enforced<'_>,
     ) -> Result<UpdateStats, DataplaneError> {
+        self.apply_with(old, new, ClassExtras::default())
+    }
+
+    /// [`Dataplane::apply`] with the DSCP rewrites and log rules of `new`'s
+    /// classes; they take effect with the flip, like the verdicts.
+    pub fn apply_with(
+        &mut self,
+        old: Enforced<'_>,
+        new: Enforced<'_>,
+        new_extras: ClassExtras,
+    ) -> Result<UpdateStats, DataplaneError> {
         let old_index = IndexedImage::new(old.image);
         let new_index = IndexedImage::new(new.image);
         self.check_peak_capacity(&old_index, &new_index)?;
@@ -306,17 +317,19 @@ impl Dataplane {
         // Step 1: transitional classes, then the entries that use them.
         let active = self.generation;
         let idle = (active + 1) % intelwall_common::GENERATIONS;
-        let mut active_entries: Vec<(u32, ClassEntry)> = Vec::new();
-        let mut idle_entries: Vec<(u32, ClassEntry)> = new
+        let mut active_entries: Vec<(u32, ClassRecord)> = Vec::new();
+        let mut idle_entries: Vec<(u32, ClassRecord)> = new
             .image
             .classes
             .iter()
             .enumerate()
-            .map(|(class, entry)| (class as u32, *entry))
+            .map(|(class, entry)| (class as u32, new_extras.record(class as u32, *entry)))
             .collect();
         for (&(old_class, new_class), &id) in &transitions.ids {
-            active_entries.push((id, old.image.classes[old_class as usize]));
-            idle_entries.push((id, new.image.classes[new_class as usize]));
+            let old_entry = old.image.classes[old_class as usize];
+            let new_entry = new.image.classes[new_class as usize];
+            active_entries.push((id, self.extras.record(old_class, old_entry)));
+            idle_entries.push((id, new_extras.record(new_class, new_entry)));
         }
         self.write_class_slots(active, &active_entries)?;
         self.update(map_name::HOSTS_V4, &staged_hosts_v4.0, &staged_hosts_v4.1)?;
@@ -335,6 +348,7 @@ impl Dataplane {
         // Steps 2 and 3: the idle half, then the flip.
         self.write_class_slots(idle, &idle_entries)?;
         self.set_generation(idle)?;
+        self.extras = new_extras;
 
         // Step 4: cleanup.
         let mut stats = UpdateStats {
