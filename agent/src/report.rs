@@ -32,6 +32,8 @@ pub struct FeedSummary {
     pub read: u64,
     pub indicators: u64,
     pub rejected: u64,
+    /// Valid records that hold no IP indicator (domains, hashes, URLs).
+    pub skipped: u64,
     pub normalised: u64,
     pub merged: u64,
 }
@@ -91,13 +93,14 @@ impl CheckReport {
         for feed in &self.feeds {
             let _ = writeln!(
                 text,
-                "feed {} ({}, {}): {} read, {} indicators, {} rejected, {} normalised, {} merged",
+                "feed {} ({}, {}): {} read, {} indicators, {} rejected, {} skipped, {} normalised, {} merged",
                 feed.name,
                 feed.format,
                 feed.path,
                 feed.read,
                 feed.indicators,
                 feed.rejected,
+                feed.skipped,
                 feed.normalised,
                 feed.merged
             );
@@ -131,6 +134,7 @@ fn feed_summary(report: &FeedReport) -> FeedSummary {
         read: report.read,
         indicators: report.indicators,
         rejected: report.rejected,
+        skipped: report.skipped,
         normalised: report.normalised,
         merged: report.merged,
     }

@@ -652,6 +652,8 @@ const BUNDLE: &str = r#"{
      "pattern": "[ipv4-addr:value = '192.0.2.8' AND network-traffic:dst_port = 443]"},
     {"type": "indicator", "id": "indicator--confidence", "pattern": "[ipv4-addr:value = '192.0.2.9']",
      "confidence": 150},
+    {"type": "indicator", "id": "indicator--bad-value",
+     "pattern": "[ipv4-addr:value IN ('192.0.2.10', '942.0.2.1', 'bad')]"},
     {"type": "campaign", "id": "campaign--1", "name": "Campaign One"},
     {"type": "intrusion-set", "id": "intrusion-set--1", "name": "Example Set"},
     {"type": "threat-actor", "id": "threat-actor--1", "name": "Example Actor"},
@@ -684,12 +686,14 @@ fn stix2_bundle_loads() {
     let mut fixture = Fixture::named("bundle.json", BUNDLE.as_bytes());
     let report = fixture.load().unwrap();
     assert_eq!(report.format, FeedFormat::Stix2);
-    // Nine indicators, one address object and one observed-data object.
-    assert_eq!(report.read, 11);
+    // Ten indicators, one address object and one observed-data object.
+    assert_eq!(report.read, 12);
     // domain, snort and expired.
     assert_eq!(report.skipped, 3);
-    // broken pattern, AND and confidence.
-    assert_eq!(report.rejected, 3);
+    // broken pattern, AND, confidence and a bad value in a list, which
+    // rejects the whole indicator once.
+    assert_eq!(report.rejected, 4);
+    assert!(fixture.intel.sightings(&net("192.0.2.10/32")).is_none());
     // 2001:db8::5, the two of the IN list, 203.0.113.7 and the two
     // address objects.
     assert_eq!(report.indicators, 6);
@@ -756,6 +760,11 @@ fn stix2_bundle_loads() {
                 Some("indicator--confidence"),
                 Severity::Error,
                 "confidence 150 is out of range; expected 0 to 100"
+            ),
+            (
+                Some("indicator--bad-value"),
+                Severity::Error,
+                "rejected indicator `942.0.2.1`: octet 942 is greater than 255"
             ),
         ]
     );

@@ -124,6 +124,12 @@ impl<'a> FeedLoad<'a> {
         }
     }
 
+    /// Checks an indicator without reporting anything, so that a record with
+    /// several indicators can be rejected once, as a whole.
+    pub fn is_valid_indicator(&self, text: &str) -> bool {
+        address::parse_indicator(text, self.default_route).is_ok()
+    }
+
     /// Parses a range `first-last` into the prefixes that cover it,
     /// rejecting the record when it is invalid or wider than the feed allows.
     pub fn parse_range<'l>(

@@ -139,6 +139,16 @@ fn load_indicator(
         return;
     };
 
+    // One bad value rejects the indicator, once, so that each record is
+    // counted as rejected at most once.
+    let invalid = addresses
+        .iter()
+        .find(|address| !load.is_valid_indicator(address.value.trim()));
+    if let Some(address) = invalid {
+        load.parse_indicator(Location::Object(id), address.value.trim());
+        return;
+    }
+
     attributes.start();
     graph.push_context(load, attributes, id);
     let sighting = Sighting {
