@@ -371,3 +371,69 @@ fn kernel_verdicts_match_the_interpreter() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn rules_only_change_touches_no_entry() {
+    if !require_root() {
+        return;
+    }
+    let now: Timestamp = NOW.parse().expect("valid time");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("threats.jsonl"),
+        "{\"indicator\":\"198.18.0.0/24\",\"datasets\":[\"ddos\"]}\n{\"indicator\":\"198.18.0.7\",\"datasets\":[\"botnet\"]}\n",
+    )
+    .expect("write feed");
+    let config = dir.path().join("intelwall.toml");
+    let write_rules = |first: &str, second: &str| {
+        let text = format!(
+            "[safety]\nenabled = false\n\n[[feed]]\nname = \"threats\"\npath = \"threats.jsonl\"\n\n\
+             [[rule]]\nname = \"ddos\"\nexpression = 'any(ip.intel.datasets[*] == \"ddos\")'\naction = \"{first}\"\n\n\
+             [[rule]]\nname = \"botnet\"\nexpression = 'any(ip.intel.datasets[*] == \"botnet\")'\naction = \"{second}\"\n"
+        );
+        std::fs::write(&config, text).expect("write config");
+    };
+
+    write_rules("drop", "allow");
+    let first = pipeline::load_with(&config, now, &FetchOptions::default(), &Registry::default())
+        .expect("first load");
+    let mut dataplane =
+        Dataplane::load(Capacity::for_image(&first.compiled.image)).expect("XDP program loads");
+    dataplane
+        .write_initial(&first.compiled.image)
+        .expect("maps accept the image");
+    let host: IpAddr = "198.18.0.7".parse().expect("valid literal");
+    let neighbour: IpAddr = "198.18.0.8".parse().expect("valid literal");
+    assert_eq!(kernel_verdict(&mut dataplane, host), PathCounter::Dropped);
+    assert_eq!(
+        kernel_verdict(&mut dataplane, neighbour),
+        PathCounter::Dropped
+    );
+
+    // Same predicates, other actions and order of effect.
+    write_rules("allow", "drop");
+    let second = pipeline::load_with(
+        &config,
+        now,
+        &FetchOptions::default(),
+        &first.compiled.registry,
+    )
+    .expect("second load");
+    assert_eq!(
+        second.compiled.image.hosts_v4, first.compiled.image.hosts_v4,
+        "a rules-only edit moved entries"
+    );
+    let stats = dataplane
+        .apply(first.compiled.enforced(), second.compiled.enforced())
+        .expect("the change applies");
+    assert!(
+        stats.is_rules_only(),
+        "a rules-only edit wrote address entries: {stats:?}"
+    );
+    assert_eq!(kernel_verdict(&mut dataplane, host), PathCounter::Allowed);
+    assert_eq!(
+        kernel_verdict(&mut dataplane, neighbour),
+        PathCounter::Allowed
+    );
+    assert_eq!(interpreted(&second, host), PathCounter::Allowed);
+}

@@ -237,6 +237,9 @@ impl Dataplane {
         new: Enforced<'_>,
         new_extras: ClassExtras,
     ) -> Result<UpdateStats, DataplaneError> {
+        if same_entries(old.image, new.image) {
+            return self.apply_rules_only(new, new_extras);
+        }
         let old_index = IndexedImage::new(old.image);
         let new_index = IndexedImage::new(new.image);
         self.check_peak_capacity(&old_index, &new_index)?;
@@ -449,6 +452,42 @@ impl UpdateStats {
     fn add(&mut self, other: &UpdateStats) {
         self.upserted += other.upserted;
         self.removed += other.removed;
+    }
+}
+
+/// Whether two images hold the same address entries with the same class
+/// ids, so that only the class table differs. The compiler emits entries in
+/// a fixed order, so equal contents compare equal as vectors.
+fn same_entries(old: &MapImage, new: &MapImage) -> bool {
+    old.hosts_v4 == new.hosts_v4
+        && old.hosts_v6 == new.hosts_v6
+        && old.prefixes_v4 == new.prefixes_v4
+        && old.prefixes_v6 == new.prefixes_v6
+        && old.cover_v4 == new.cover_v4
+}
+
+impl Dataplane {
+    /// A change that keeps every address entry (a rule edit that reuses the
+    /// predicates, an action change, a reorder): the new verdicts go into the
+    /// idle half of the class table, then one flip makes them visible. No
+    /// address map is read or written.
+    fn apply_rules_only(
+        &mut self,
+        new: Enforced<'_>,
+        new_extras: ClassExtras,
+    ) -> Result<UpdateStats, DataplaneError> {
+        let idle = (self.generation + 1) % intelwall_common::GENERATIONS;
+        let records: Vec<(u32, ClassRecord)> = new
+            .image
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(class, entry)| (class as u32, new_extras.record(class as u32, *entry)))
+            .collect();
+        self.write_class_slots(idle, &records)?;
+        self.set_generation(idle)?;
+        self.extras = new_extras;
+        Ok(UpdateStats::default())
     }
 }
 
