@@ -51,6 +51,22 @@ pub struct LpmKey<const N: usize> {
     pub address: [u8; N],
 }
 
+/// Address first, then prefix length: the order in which the compiler emits
+/// prefixes, so that images can be compared by merging.
+impl<const N: usize> Ord for LpmKey<N> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let (address, len) = (self.address, self.prefix_len);
+        let (other_address, other_len) = (other.address, other.prefix_len);
+        address.cmp(&other_address).then(len.cmp(&other_len))
+    }
+}
+
+impl<const N: usize> PartialOrd for LpmKey<N> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// Writes every `(key, value)` pair, creating or replacing elements.
 pub fn update<K: Plain, V: Plain>(map: BorrowedFd<'_>, keys: &[K], values: &[V]) -> io::Result<()> {
     assert_eq!(keys.len(), values.len(), "one value per key");

@@ -18,8 +18,8 @@
 //!
 //! A failure before step 3 leaves the enforced verdicts untouched.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::Hash;
 
 use intelwall_common::{CLASS_NONE, ClassRecord, MAX_CLASSES, map_name};
 
@@ -60,90 +60,127 @@ struct MapDiff<K> {
     changes: Vec<Change<K>>,
 }
 
-impl<K: Copy + Eq + Hash> MapDiff<K> {
-    /// Compares two maps; `old_lookup` and `new_lookup` give the class a key
-    /// would get from the rest of its image when the key itself is absent.
+impl<K: Copy + Ord> MapDiff<K> {
+    /// Compares two maps given as slices sorted by key, in one merging pass;
+    /// `old_lookup` and `new_lookup` give the class a key would get from the
+    /// rest of its image when the key itself is absent.
     fn new(
-        old: &HashMap<K, u32>,
-        new: &HashMap<K, u32>,
+        old: &[(K, u32)],
+        new: &[(K, u32)],
         old_lookup: impl Fn(&K) -> u32,
         new_lookup: impl Fn(&K) -> u32,
     ) -> MapDiff<K> {
         let mut changes = Vec::new();
-        for (key, &new_class) in new {
-            let old_class = old.get(key).copied().unwrap_or_else(|| old_lookup(key));
-            if old.get(key) != Some(&new_class) {
-                changes.push(Change {
-                    key: *key,
-                    old_class,
-                    new_class,
-                    remove: false,
-                });
-            }
-        }
-        for (key, &old_class) in old {
-            if !new.contains_key(key) {
-                changes.push(Change {
-                    key: *key,
-                    old_class,
-                    new_class: new_lookup(key),
-                    remove: true,
-                });
+        let (mut old_rest, mut new_rest) = (old, new);
+        loop {
+            let order = match (old_rest.first(), new_rest.first()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((old_key, _)), Some((new_key, _))) => old_key.cmp(new_key),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let (key, old_class) = old_rest[0];
+                    changes.push(Change {
+                        key,
+                        old_class,
+                        new_class: new_lookup(&key),
+                        remove: true,
+                    });
+                    old_rest = &old_rest[1..];
+                }
+                std::cmp::Ordering::Greater => {
+                    let (key, new_class) = new_rest[0];
+                    changes.push(Change {
+                        key,
+                        old_class: old_lookup(&key),
+                        new_class,
+                        remove: false,
+                    });
+                    new_rest = &new_rest[1..];
+                }
+                std::cmp::Ordering::Equal => {
+                    let ((key, old_class), (_, new_class)) = (old_rest[0], new_rest[0]);
+                    if old_class != new_class {
+                        changes.push(Change {
+                            key,
+                            old_class,
+                            new_class,
+                            remove: false,
+                        });
+                    }
+                    old_rest = &old_rest[1..];
+                    new_rest = &new_rest[1..];
+                }
             }
         }
         MapDiff { changes }
     }
 }
 
-/// Every address map of an image, keyed for lookups.
-struct IndexedImage {
-    hosts_v4: HashMap<[u8; 4], u32>,
-    hosts_v6: HashMap<[u8; 16], u32>,
-    prefixes_v4: HashMap<LpmKey<4>, u32>,
-    prefixes_v6: HashMap<LpmKey<16>, u32>,
+/// Every address map of an image as slices sorted by key. The compiler
+/// emits entries in key order, so this borrows its vectors; an image read
+/// back from the kernel is sorted first.
+struct IndexedImage<'a> {
+    hosts_v4: Cow<'a, [([u8; 4], u32)]>,
+    hosts_v6: Cow<'a, [([u8; 16], u32)]>,
+    prefixes_v4: Vec<(LpmKey<4>, u32)>,
+    prefixes_v6: Vec<(LpmKey<16>, u32)>,
     /// Prefix lengths present, longest first, for longest-prefix lookups.
     lengths_v4: Vec<u8>,
     lengths_v6: Vec<u8>,
 }
 
-impl IndexedImage {
-    fn new(image: &MapImage) -> IndexedImage {
-        let prefixes_v4: HashMap<LpmKey<4>, u32> = image
-            .prefixes_v4
-            .iter()
-            .map(|(len, address, class)| (lpm_key(*len, *address), *class))
-            .collect();
-        let prefixes_v6: HashMap<LpmKey<16>, u32> = image
-            .prefixes_v6
-            .iter()
-            .map(|(len, address, class)| (lpm_key(*len, *address), *class))
-            .collect();
+impl<'a> IndexedImage<'a> {
+    fn new(image: &'a MapImage) -> IndexedImage<'a> {
         IndexedImage {
-            hosts_v4: image.hosts_v4.iter().copied().collect(),
-            hosts_v6: image.hosts_v6.iter().copied().collect(),
+            hosts_v4: sorted(&image.hosts_v4),
+            hosts_v6: sorted(&image.hosts_v6),
+            prefixes_v4: sorted_prefixes(&image.prefixes_v4),
+            prefixes_v6: sorted_prefixes(&image.prefixes_v6),
             lengths_v4: lengths(image.prefixes_v4.iter().map(|(len, _, _)| *len)),
             lengths_v6: lengths(image.prefixes_v6.iter().map(|(len, _, _)| *len)),
-            prefixes_v4,
-            prefixes_v6,
         }
     }
 
     /// The class of the longest prefix strictly shorter than `max_len` that
-    /// contains `address`, or class 0.
+    /// contains `address`, or class 0: one binary search per prefix length
+    /// present.
     fn enclosing<const N: usize>(
-        prefixes: &HashMap<LpmKey<N>, u32>,
+        prefixes: &[(LpmKey<N>, u32)],
         lengths: &[u8],
         address: [u8; N],
         max_len: u8,
     ) -> u32 {
         for &len in lengths.iter().filter(|len| **len < max_len) {
             let key = lpm_key(len, mask(address, len));
-            if let Some(class) = prefixes.get(&key) {
-                return *class;
+            if let Ok(index) = prefixes.binary_search_by(|(candidate, _)| candidate.cmp(&key)) {
+                return prefixes[index].1;
             }
         }
         CLASS_NONE
     }
+}
+
+fn sorted<K: Copy + Ord>(entries: &[(K, u32)]) -> Cow<'_, [(K, u32)]> {
+    if entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        return Cow::Borrowed(entries);
+    }
+    let mut copy = entries.to_vec();
+    copy.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Cow::Owned(copy)
+}
+
+fn sorted_prefixes<const N: usize>(prefixes: &[(u8, [u8; N], u32)]) -> Vec<(LpmKey<N>, u32)> {
+    let mut keyed: Vec<(LpmKey<N>, u32)> = prefixes
+        .iter()
+        .map(|(len, address, class)| (lpm_key(*len, *address), *class))
+        .collect();
+    if !keyed.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
+    keyed
 }
 
 fn lengths(all: impl Iterator<Item = u8>) -> Vec<u8> {
@@ -492,8 +529,23 @@ impl Dataplane {
 }
 
 /// Keys of both maps together: what a map holds at the peak of an update.
-fn peak_entries<K: Eq + Hash>(old: &HashMap<K, u32>, new: &HashMap<K, u32>) -> usize {
-    old.len() + new.keys().filter(|key| !old.contains_key(*key)).count()
+fn peak_entries<K: Copy + Ord>(old: &[(K, u32)], new: &[(K, u32)]) -> usize {
+    old.len() + new_only(old, new)
+}
+
+/// Keys of `new` that `old` lacks.
+fn new_only<K: Copy + Ord>(old: &[(K, u32)], new: &[(K, u32)]) -> usize {
+    let mut count = 0;
+    let mut old_index = 0;
+    for (key, _) in new {
+        while old_index < old.len() && old[old_index].0 < *key {
+            old_index += 1;
+        }
+        if old_index >= old.len() || old[old_index].0 != *key {
+            count += 1;
+        }
+    }
+    count
 }
 
 /// The keys and classes to write in step 1: the transitional class where
