@@ -168,7 +168,7 @@ fn sorted<K: Copy + Ord>(entries: &[(K, u32)]) -> Cow<'_, [(K, u32)]> {
         return Cow::Borrowed(entries);
     }
     let mut copy = entries.to_vec();
-    copy.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    copy.sort_unstable_by_key(|entry| entry.0);
     Cow::Owned(copy)
 }
 
@@ -178,7 +178,7 @@ fn sorted_prefixes<const N: usize>(prefixes: &[(u8, [u8; N], u32)]) -> Vec<(LpmK
         .map(|(len, address, class)| (lpm_key(*len, *address), *class))
         .collect();
     if !keyed.windows(2).all(|pair| pair[0].0 < pair[1].0) {
-        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keyed.sort_unstable_by_key(|entry| entry.0);
     }
     keyed
 }
