@@ -145,10 +145,13 @@ enum Command {
 pub fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        restore_sigpipe();
+    }
     if let Some(name) = &cli.netns
         && let Err(error) = enter_netns(name)
     {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", error_text(&error));
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
@@ -192,18 +195,50 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_text(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the
+/// message already contains: many errors name their source in their own
+/// message, and repeating it helps no one.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// Lets a short-lived command end quietly when its output pipe closes
+/// (`intelwall stats --watch | head`), as command-line tools do, instead of
+/// failing on the write. The agent keeps ignoring SIGPIPE, so that a closed
+/// events pipe never stops enforcement.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTELWALL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a terminal; the journal and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .init();
 }

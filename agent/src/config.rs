@@ -503,6 +503,15 @@ impl Config {
                     self.invalid_at(&rule.name, format!("duplicate rule name `{}`", rule.name))
                 );
             }
+            if rule.action != Action::Tag && rule.mark != 0 {
+                return Err(self.invalid_at(
+                    &rule.name,
+                    format!(
+                        "rule `{}`: `mark` applies to action \"tag\" only, and this rule's action is \"{}\"",
+                        rule.name, rule.action
+                    ),
+                ));
+            }
             if rule.action == Action::Tag && rule.mark == 0 {
                 return Err(self.invalid_at(
                     &rule.name,

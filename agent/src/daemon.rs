@@ -97,6 +97,35 @@ impl Next {
     }
 }
 
+/// Takes the lock that makes this the only agent managing the pinned state,
+/// held until the process exits (an exit of any kind releases it).
+fn lock_agent(layout: &PinLayout) -> Result<std::fs::File> {
+    let dir = layout.state_file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    let locked = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if locked != 0 {
+        anyhow::bail!(
+            "another intelwall agent already manages {} (it holds {}); stop it first",
+            layout.root.display(),
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
 /// Reads the current time, from the clock file when one is set.
 fn now() -> Timestamp {
     if let Some(path) = std::env::var_os(CLOCK_FILE_ENV)
@@ -151,6 +180,7 @@ async fn run_async(options: RunOptions) -> Result<()> {
     }
     let layout = PinLayout::new(&config.agent.pin_dir, &config.agent.state_dir);
     layout.prepare()?;
+    let _lock = lock_agent(&layout)?;
 
     let sink = match &options.events {
         Some(path) => Some(

@@ -137,7 +137,8 @@ pub fn load_with(
     let feeds_took = started.elapsed();
 
     let warnings = safety::prefix_warnings(&intel, &config.safety, &protected);
-    let rule_warnings = unused_values(&rules, &intel);
+    let mut rule_warnings = unused_values(&rules, &intel);
+    rule_warnings.extend(invalid_countries(&intel));
     let started = Instant::now();
     let compiled = compile::compile(rules, &intel, now, previous)?;
     check_map_limit(&compiled.image, config.agent.max_map_entries)?;
@@ -156,6 +157,33 @@ pub fn load_with(
         warnings,
         rule_warnings,
     })
+}
+
+/// Warns about country values in the feeds that are not ISO 3166-1 alpha-2
+/// codes: rules only accept such codes, so no rule can match these.
+fn invalid_countries(intel: &Intel) -> Vec<String> {
+    let mut invalid: Vec<(&'static str, &str)> = Vec::new();
+    for profile in intel.profiles() {
+        for attribute in Attribute::ALL
+            .into_iter()
+            .filter(|attribute| attribute.is_country())
+        {
+            for symbol in profile.values(attribute) {
+                let value = intel.resolve(*symbol);
+                if !rule::is_country_code(value) && !invalid.contains(&(attribute.key(), value)) {
+                    invalid.push((attribute.key(), value));
+                }
+            }
+        }
+    }
+    invalid
+        .into_iter()
+        .map(|(field, value)| {
+            format!(
+                "indicators carry \"{value}\" in {field}, which is not an ISO 3166-1 alpha-2 country code; no rule can match it"
+            )
+        })
+        .collect()
 }
 
 /// Warns about string values that rules compare with but no loaded indicator
@@ -448,11 +476,9 @@ fn parse_rules(config: &Config, lists: &Lists) -> Result<Vec<RuleSpec>, LoadErro
             let origin = config.expression_origin(rule_config);
             let (line, column) = origin.position(error.span.start);
             let location = format!("{}:{line}:{column}", config.path.display());
-            LoadError::Rule(format!(
-                "rule `{}`: {}",
-                rule_config.name,
-                error.render(source, &location)
-            ))
+            let rendered = error.render(source, &location);
+            let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+            LoadError::Rule(format!("rule `{}`: {rendered}", rule_config.name))
         })?;
         rules.push(RuleSpec {
             name: rule_config.name.clone(),

@@ -278,6 +278,20 @@ fn sigkill_keeps_protection_and_restart_adopts() {
             "{source} passed after adoption"
         );
     }
+    let second = Command::new(agent_binary())
+        .args(["--netns", &testbed.receiver().netns, "run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("a second agent runs");
+    assert!(
+        !second.status.success(),
+        "a second agent started beside the first"
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another intelwall agent already manages"),
+        "unclear refusal: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let output = agent.stop_with(libc::SIGTERM).expect("agent stops");
     assert!(
         output.status.success(),

@@ -79,6 +79,11 @@ pub use eval::AddressView;
 pub use field::{NumberField, TextField};
 pub use netset::NetSet;
 
+/// Whether `code` is an assigned ISO 3166-1 alpha-2 country code.
+pub fn is_country_code(code: &str) -> bool {
+    country::is_assigned(code)
+}
+
 /// Named address lists from the config's `[lists]`, which `ip.src in $name`
 /// refers to.
 pub type Lists = BTreeMap<String, Vec<ipnet::IpNet>>;
