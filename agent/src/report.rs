@@ -278,14 +278,18 @@ impl CounterReport {
         }
     }
 
-    pub fn to_text(&self) -> String {
-        let width = self
-            .rules
+    /// Width of the rule name column: the longest name, at least "rule".
+    pub fn name_width(&self) -> usize {
+        self.rules
             .iter()
             .map(|rule| rule.name.len())
             .max()
             .unwrap_or(4)
-            .max(4);
+            .max(4)
+    }
+
+    pub fn to_text(&self) -> String {
+        let width = self.name_width();
         let mut text = String::new();
         let _ = writeln!(
             text,

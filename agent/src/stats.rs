@@ -368,13 +368,7 @@ fn watch_text(
     previous: Option<&(Instant, CounterReport)>,
     now: Instant,
 ) -> String {
-    let width = report
-        .rules
-        .iter()
-        .map(|rule| rule.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = report.name_width();
     let mut text = String::new();
     let _ = writeln!(
         text,
