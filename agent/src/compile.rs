@@ -451,8 +451,8 @@ impl<'a> Evaluator<'a> {
     /// The bitmask of an entry (`None`: an address in no map) whose record
     /// is `sightings`.
     fn bits(&mut self, net: Option<IpNet>, sightings: &[Sighting]) -> Bits {
-        // An address in no map has no sightings; any address stands for it in
-        // field predicates, and address predicates never hold for it because
+        // An address in no map has no sightings, so any address can represent
+        // it in field predicates. Address predicates are false for it because
         // every address they name is an entry of its own.
         let address = net.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |net| {
             net.network()
@@ -638,7 +638,7 @@ fn push_entry(image: &mut MapImage, net: IpNet, class: u32) {
     }
 }
 
-/// Flags for every /16 that holds a host entry or overlaps a prefix entry.
+/// Flags for every /16 that contains a host entry or overlaps a prefix entry.
 fn cover_v4(image: &MapImage) -> Vec<u8> {
     let mut flags = vec![0u8; COVER_V4_ENTRIES as usize];
     for (octets, _) in &image.hosts_v4 {

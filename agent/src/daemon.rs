@@ -9,7 +9,7 @@
 //! While running, a change of the config or of a feed file (inotify), SIGHUP,
 //! a due URL refresh, or the expiry timer leads to a new compilation, which
 //! the dataplane applies as a diff made visible at one instant. A reload whose
-//! input is broken keeps the last good state and says why.
+//! input is broken keeps the last good state and logs why.
 //!
 //! SIGTERM leaves protection in place (pinned program, links and maps), as a
 //! service manager stopping or restarting the agent expects. SIGINT, the

@@ -51,6 +51,15 @@ pub struct LpmKey<const N: usize> {
     pub address: [u8; N],
 }
 
+impl<const N: usize> LpmKey<N> {
+    pub fn new(prefix_len: u8, address: [u8; N]) -> LpmKey<N> {
+        LpmKey {
+            prefix_len: u32::from(prefix_len),
+            address,
+        }
+    }
+}
+
 /// Address first, then prefix length: the order in which the compiler emits
 /// prefixes, so that images can be compared by merging.
 impl<const N: usize> Ord for LpmKey<N> {

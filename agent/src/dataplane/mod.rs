@@ -397,33 +397,9 @@ impl Dataplane {
     }
 
     fn write_prefixes(&mut self, image: &MapImage) -> Result<(), DataplaneError> {
-        let (keys, values): (Vec<LpmKey<4>>, Vec<u32>) = image
-            .prefixes_v4
-            .iter()
-            .map(|(len, address, class)| {
-                (
-                    LpmKey {
-                        prefix_len: u32::from(*len),
-                        address: *address,
-                    },
-                    *class,
-                )
-            })
-            .unzip();
+        let (keys, values) = prefix_keys(&image.prefixes_v4);
         self.update(map_name::PREFIXES_V4, &keys, &values)?;
-        let (keys, values): (Vec<LpmKey<16>>, Vec<u32>) = image
-            .prefixes_v6
-            .iter()
-            .map(|(len, address, class)| {
-                (
-                    LpmKey {
-                        prefix_len: u32::from(*len),
-                        address: *address,
-                    },
-                    *class,
-                )
-            })
-            .unzip();
+        let (keys, values) = prefix_keys(&image.prefixes_v6);
         self.update(map_name::PREFIXES_V6, &keys, &values)
     }
 
@@ -693,6 +669,14 @@ fn log_rule_bytes(rule: &LogRule) -> [u8; 8] {
     bytes[0..4].copy_from_slice(&rule.sample_every.to_ne_bytes());
     bytes[4..8].copy_from_slice(&rule.rate_per_cpu.to_ne_bytes());
     bytes
+}
+
+/// Splits image prefixes into trie keys and class values for a batched write.
+fn prefix_keys<const N: usize>(prefixes: &[(u8, [u8; N], u32)]) -> (Vec<LpmKey<N>>, Vec<u32>) {
+    prefixes
+        .iter()
+        .map(|(len, address, class)| (LpmKey::new(*len, *address), *class))
+        .unzip()
 }
 
 fn map_data(map: &Map) -> &MapData {

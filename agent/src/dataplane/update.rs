@@ -154,7 +154,7 @@ impl<'a> IndexedImage<'a> {
         max_len: u8,
     ) -> u32 {
         for &len in lengths.iter().filter(|len| **len < max_len) {
-            let key = lpm_key(len, mask(address, len));
+            let key = LpmKey::new(len, mask(address, len));
             if let Ok(index) = prefixes.binary_search_by(|(candidate, _)| candidate.cmp(&key)) {
                 return prefixes[index].1;
             }
@@ -175,7 +175,7 @@ fn sorted<K: Copy + Ord>(entries: &[(K, u32)]) -> Cow<'_, [(K, u32)]> {
 fn sorted_prefixes<const N: usize>(prefixes: &[(u8, [u8; N], u32)]) -> Vec<(LpmKey<N>, u32)> {
     let mut keyed: Vec<(LpmKey<N>, u32)> = prefixes
         .iter()
-        .map(|(len, address, class)| (lpm_key(*len, *address), *class))
+        .map(|(len, address, class)| (LpmKey::new(*len, *address), *class))
         .collect();
     if !keyed.windows(2).all(|pair| pair[0].0 < pair[1].0) {
         keyed.sort_unstable_by_key(|entry| entry.0);
@@ -188,13 +188,6 @@ fn lengths(all: impl Iterator<Item = u8>) -> Vec<u8> {
     lengths.sort_unstable_by(|a, b| b.cmp(a));
     lengths.dedup();
     lengths
-}
-
-fn lpm_key<const N: usize>(len: u8, address: [u8; N]) -> LpmKey<N> {
-    LpmKey {
-        prefix_len: u32::from(len),
-        address,
-    }
 }
 
 fn mask<const N: usize>(mut address: [u8; N], len: u8) -> [u8; N] {
@@ -408,7 +401,7 @@ impl Dataplane {
         old: &IndexedImage,
         new: &IndexedImage,
     ) -> Result<(), DataplaneError> {
-        // Between steps 1 and 4 a map holds the keys of both images.
+        // Between steps 1 and 4 a map contains the keys of both images.
         let checks = [
             (
                 map_name::HOSTS_V4,
@@ -528,7 +521,8 @@ impl Dataplane {
     }
 }
 
-/// Keys of both maps together: what a map holds at the peak of an update.
+/// Counts the keys of both maps together: a map's size at the peak of an
+/// update.
 fn peak_entries<K: Copy + Ord>(old: &[(K, u32)], new: &[(K, u32)]) -> usize {
     old.len() + new_only(old, new)
 }
