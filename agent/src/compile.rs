@@ -24,7 +24,6 @@ use jiff::Timestamp;
 use crate::config::Action;
 use crate::intel::{FeedId, Intel, ProfileId, Sighting};
 use crate::rule::{AddressView, Expr, Predicate, Quantifier};
-use rustc_hash::FxHashMap;
 
 /// Predicates a compilation may use: the width of a class bitmask.
 pub const MAX_PREDICATES: usize = 128;
@@ -205,12 +204,6 @@ impl fmt::Display for ClassVerdict {
     }
 }
 
-/// One map entry before classes are assigned.
-struct Entry<'a> {
-    net: IpNet,
-    sightings: &'a [Sighting],
-}
-
 /// Compiles `rules` over `intel`, evaluating time-dependent predicates at
 /// `now`, keeping the bits and class ids of `previous` where they still apply.
 pub fn compile(
@@ -220,7 +213,6 @@ pub fn compile(
     previous: &Registry,
 ) -> Result<Compiled, CompileError> {
     let (predicates, bit_names) = assign_bits(&rules, previous)?;
-    let entries = collect_entries(intel, &predicates);
 
     let mut classes = ClassAssigner::new(previous);
     let mut evaluator = Evaluator::new(&predicates, intel, now);
@@ -228,25 +220,40 @@ pub fn compile(
     classes.set_miss_class(empty_bits);
 
     let mut image = MapImage::default();
-    let mut entry_classes: Vec<(bool, u32)> = Vec::with_capacity(entries.len());
+    // Indicators per class id, to count what each rule selects.
+    let mut class_indicators: Vec<u64> = Vec::new();
+    let mut open: Vec<OpenPrefix> = Vec::new();
     let mut sightings: Vec<Sighting> = Vec::new();
-    walk_nested(&entries, |entry, ancestors| {
+    for (net, own) in intel.indicators_with(&named_prefixes(&predicates)) {
+        while open.last().is_some_and(|top| !top.net.contains(&net)) {
+            open.pop();
+        }
         sightings.clear();
-        for ancestor in ancestors {
-            sightings.extend_from_slice(entries[*ancestor].sightings);
+        for ancestor in &open {
+            sightings.extend_from_slice(&ancestor.sightings);
         }
-        sightings.extend_from_slice(entry.sightings);
-        let bits = evaluator.bits(Some(entry.net), &sightings);
+        sightings.extend_from_slice(&own);
+        let bits = evaluator.bits(Some(net), &sightings);
         let class = classes.class_of(bits);
-        let inherited = match ancestors.last() {
-            Some(parent) => entry_classes[*parent].1,
-            None => CLASS_NONE,
-        };
-        entry_classes.push((!entry.sightings.is_empty(), class));
-        if class != inherited {
-            push_entry(&mut image, entry.net, class);
+        let inherited = open.last().map_or(CLASS_NONE, |parent| parent.class);
+        if !own.is_empty() {
+            let slot = class as usize;
+            if class_indicators.len() <= slot {
+                class_indicators.resize(slot + 1, 0);
+            }
+            class_indicators[slot] += 1;
         }
-    });
+        if class != inherited {
+            push_entry(&mut image, net, class);
+        }
+        if net.prefix_len() < net.max_prefix_len() {
+            open.push(OpenPrefix {
+                net,
+                sightings: own.to_vec(),
+                class,
+            });
+        }
+    }
 
     let class_bits = classes.finish();
     let in_use = class_bits.iter().filter(|bits| bits.is_some()).count();
@@ -262,11 +269,9 @@ pub fn compile(
         .collect();
 
     let mut selected = vec![0u64; rules.len()];
-    for (is_indicator, class) in &entry_classes {
-        if *is_indicator {
-            for rule in &verdicts[*class as usize].matched {
-                selected[*rule] += 1;
-            }
+    for (class, count) in class_indicators.iter().enumerate() {
+        for rule in &verdicts[class].matched {
+            selected[*rule] += count;
         }
     }
 
@@ -352,68 +357,36 @@ fn assign_bits(
     Ok((predicates, names))
 }
 
-/// Every indicator, plus every prefix a predicate names through `ip.src`,
-/// sorted so that a prefix comes before everything it contains.
-fn collect_entries<'a>(intel: &'a Intel, predicates: &[Option<Predicate>]) -> Vec<Entry<'a>> {
-    let mut entries: Vec<Entry<'a>> = intel
-        .indicators()
-        .map(|(net, sightings)| Entry {
-            net: *net,
-            sightings,
-        })
-        .collect();
-    let mut named: Vec<IpNet> = predicates
+/// Every prefix a predicate names through `ip.src`: each is an entry of its
+/// own, whether or not a feed lists it.
+fn named_prefixes(predicates: &[Option<Predicate>]) -> Vec<IpNet> {
+    predicates
         .iter()
         .flatten()
         .filter_map(Predicate::addresses)
         .flatten()
         .map(IpNet::trunc)
-        .filter(|net| intel.sightings(net).is_none())
-        .collect();
-    named.sort_unstable();
-    named.dedup();
-    entries.extend(named.into_iter().map(|net| Entry {
-        net,
-        sightings: &[],
-    }));
-    entries.sort_unstable_by(|a, b| nesting_order(&a.net, &b.net));
-    entries
+        .collect()
 }
 
-/// Orders IPv4 before IPv6, then by first address, then shorter prefix first:
-/// a pre-order walk of the prefix tree.
-fn nesting_order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
-    let family = |net: &IpNet| matches!(net, IpNet::V6(_));
-    family(a)
-        .cmp(&family(b))
-        .then_with(|| a.network().cmp(&b.network()))
-        .then_with(|| a.prefix_len().cmp(&b.prefix_len()))
-}
-
-/// Calls `visit` for every entry in order with the indices of the entries
-/// that contain it, outermost first.
-fn walk_nested(entries: &[Entry<'_>], mut visit: impl FnMut(&Entry<'_>, &[usize])) {
-    let mut open: Vec<usize> = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        while let Some(&top) = open.last() {
-            if entries[top].net.contains(&entry.net) {
-                break;
-            }
-            open.pop();
-        }
-        visit(entry, &open);
-        open.push(index);
-    }
+/// A prefix whose contents the walk is inside.
+struct OpenPrefix {
+    net: IpNet,
+    sightings: Vec<Sighting>,
+    class: u32,
 }
 
 /// Evaluates the predicates over entries, caching per-sighting results.
 ///
 /// Most predicates (`any(...)`, `all(...)`, event blocks without numbers)
 /// combine a result per sighting that depends only on the sighting's
-/// profile and feed, and a feed repeats a few profiles across millions of
-/// lines. So the results of all such predicates for one (profile, feed) are
-/// computed once, as a bitmask, and an entry's bits are the OR (for `any`)
-/// or AND (for `all`) of its sightings' masks.
+/// profile and feed, and most feeds repeat a few profiles across millions
+/// of lines. So the results of all such predicates for one (profile, feed)
+/// are kept, as a bitmask, and an entry's bits are the OR (for `any`) or
+/// AND (for `all`) of its sightings' masks. The cache has a fixed number of
+/// slots, each holding the last pair hashed to it: a feed whose every line
+/// has its own profile gains nothing from a cache, and must not grow one
+/// as large as itself.
 struct Evaluator<'a> {
     predicates: &'a [Option<Predicate>],
     intel: &'a Intel,
@@ -422,9 +395,19 @@ struct Evaluator<'a> {
     any_bits: Bits,
     /// Bits combined as AND over sightings.
     all_bits: Bits,
-    /// (profile, feed) to the bits among `any_bits | all_bits` that hold for
-    /// one sighting with that profile and feed.
-    cache: FxHashMap<(ProfileId, FeedId), Bits>,
+    /// (profile, feed) and the bits among `any_bits | all_bits` that hold
+    /// for one sighting with that profile and feed, in the slot the pair
+    /// hashes to.
+    cache: Vec<Option<(ProfileId, FeedId, Bits)>>,
+}
+
+/// Slots of the evaluator's cache: 1 MiB.
+const CACHE_SLOTS: usize = 1 << 15;
+
+fn cache_slot(profile: ProfileId, feed: FeedId) -> usize {
+    let key = (u64::from(feed) << 32) | u64::from(profile);
+    // Fibonacci hashing spreads consecutive profile ids across the slots.
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
 }
 
 impl<'a> Evaluator<'a> {
@@ -444,7 +427,7 @@ impl<'a> Evaluator<'a> {
             now,
             any_bits,
             all_bits,
-            cache: FxHashMap::default(),
+            cache: vec![None; CACHE_SLOTS],
         }
     }
 
@@ -494,8 +477,11 @@ impl<'a> Evaluator<'a> {
 
     /// The cached predicates that hold for one sighting alone.
     fn sighting_bits(&mut self, address: IpAddr, sighting: &Sighting) -> Bits {
-        let key = (sighting.profile, sighting.feed);
-        if let Some(&bits) = self.cache.get(&key) {
+        let slot = cache_slot(sighting.profile, sighting.feed);
+        if let Some((profile, feed, bits)) = self.cache[slot]
+            && profile == sighting.profile
+            && feed == sighting.feed
+        {
             return bits;
         }
         let view = AddressView {
@@ -514,7 +500,7 @@ impl<'a> Evaluator<'a> {
                 bits |= 1 << bit;
             }
         }
-        self.cache.insert(key, bits);
+        self.cache[slot] = Some((sighting.profile, sighting.feed, bits));
         bits
     }
 }

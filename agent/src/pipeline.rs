@@ -163,16 +163,14 @@ pub fn load_with(
 /// codes: rules only accept such codes, so no rule can match these.
 fn invalid_countries(intel: &Intel) -> Vec<String> {
     let mut invalid: Vec<(&'static str, &str)> = Vec::new();
-    for profile in intel.profiles() {
-        for attribute in Attribute::ALL
-            .into_iter()
-            .filter(|attribute| attribute.is_country())
-        {
-            for symbol in profile.values(attribute) {
-                let value = intel.resolve(*symbol);
-                if !rule::is_country_code(value) && !invalid.contains(&(attribute.key(), value)) {
-                    invalid.push((attribute.key(), value));
-                }
+    for attribute in Attribute::ALL
+        .into_iter()
+        .filter(|attribute| attribute.is_country())
+    {
+        for symbol in intel.attribute_values(attribute) {
+            let value = intel.resolve(symbol);
+            if !rule::is_country_code(value) {
+                invalid.push((attribute.key(), value));
             }
         }
     }
@@ -190,16 +188,14 @@ fn invalid_countries(intel: &Intel) -> Vec<String> {
 /// carries: values are case-sensitive, so these are often typos.
 fn unused_values(rules: &[RuleSpec], intel: &Intel) -> Vec<String> {
     let mut known: HashMap<TextField, HashSet<&str>> = HashMap::new();
-    for profile in intel.profiles() {
-        for attribute in Attribute::ALL {
-            let values = known.entry(TextField::Attribute(attribute)).or_default();
-            values.extend(
-                profile
-                    .values(attribute)
-                    .iter()
-                    .map(|symbol| intel.resolve(*symbol)),
-            );
-        }
+    for attribute in Attribute::ALL {
+        let values = known.entry(TextField::Attribute(attribute)).or_default();
+        values.extend(
+            intel
+                .attribute_values(attribute)
+                .into_iter()
+                .map(|symbol| intel.resolve(symbol)),
+        );
     }
     known
         .entry(TextField::Feeds)

@@ -197,8 +197,7 @@ impl Generator {
     }
 
     fn addresses(&mut self, loaded: &Loaded) -> Vec<IpAddr> {
-        let indicators: Vec<ipnet::IpNet> =
-            loaded.intel.indicators().map(|(net, _)| *net).collect();
+        let indicators: Vec<ipnet::IpNet> = loaded.intel.indicators().map(|(net, _)| net).collect();
         (0..ADDRESSES_PER_CASE)
             .map(|_| {
                 if !indicators.is_empty() && self.rng.bool() {

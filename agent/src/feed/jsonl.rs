@@ -32,7 +32,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::FeedError;
 use super::lines::{LineReader, LineText};
-use super::load::{FeedLoad, ProfileCache, intern_value};
+use super::load::{FeedLoad, intern_value};
 use crate::intel::{Attribute, Intel, Sighting, Symbol};
 
 pub fn load<R: BufRead>(
@@ -56,7 +56,6 @@ struct LineParser {
     config_values: [Vec<Symbol>; 5],
     /// The current line's values for each attribute, config's included.
     values: [Vec<Symbol>; 5],
-    profiles: ProfileCache,
     /// Unknown keys reported so far; each is reported once per feed.
     unknown_keys: Vec<String>,
 }
@@ -75,7 +74,6 @@ impl LineParser {
         LineParser {
             config_values: load.config_values(),
             values: Default::default(),
-            profiles: ProfileCache::default(),
             unknown_keys: Vec::new(),
         }
     }
@@ -112,7 +110,7 @@ impl LineParser {
         let Some((indicator, last_seen, score)) = check_fields(load, line, &fields) else {
             return;
         };
-        let profile = self.profiles.profile_id(load.intel, &mut self.values);
+        let profile = load.intel.profile_of(&mut self.values);
         let sighting = Sighting {
             last_seen,
             profile,

@@ -1,7 +1,6 @@
 //! State shared by the format parsers while one feed loads: the store, the
 //! feed's settings, the counters and the diagnostics.
 
-use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +11,9 @@ use super::address::{self, DefaultRoute, RangeLimit};
 use super::diagnostic::{Diagnostic, Location, MAX_DIAGNOSTICS, Severity};
 use super::{FeedError, FeedReport};
 use crate::config::{FeedConfig, FeedFormat};
-use crate::intel::{Attribute, FeedId, Intel, ProfileDraft, ProfileId, Sighting, Symbol};
+use crate::intel::{
+    Attribute, FeedId, Intel, ProfileDraft, ProfileId, Sighting, Symbol, TableBuilder,
+};
 
 /// One feed load in progress, handed to the format's parser.
 pub struct FeedLoad<'a> {
@@ -27,6 +28,7 @@ pub struct FeedLoad<'a> {
     /// file of a MISP feed directory.
     diagnostic_path: Option<PathBuf>,
     report: FeedReport,
+    records: TableBuilder,
     /// Kept apart from the capped diagnostics so that a failure can always
     /// show it.
     first_rejection: Option<Diagnostic>,
@@ -59,6 +61,7 @@ impl<'a> FeedLoad<'a> {
             range_limit,
             diagnostic_path: None,
             report: FeedReport::new(config, format),
+            records: TableBuilder::default(),
             first_rejection: None,
         }
     }
@@ -152,25 +155,10 @@ impl<'a> FeedLoad<'a> {
         self.report.skipped += 1;
     }
 
-    /// Adds one sighting of this feed, merging it with an identical one
-    /// loaded before.
+    /// Adds one sighting of this feed. Identical sightings merge when the
+    /// load finishes.
     pub fn add_sighting(&mut self, indicator: IpNet, sighting: Sighting) {
-        let (identical, of_this_feed) = match self.intel.sightings(&indicator) {
-            Some(sightings) => (
-                sightings.contains(&sighting),
-                sightings.iter().any(|known| known.feed == self.feed),
-            ),
-            None => (false, false),
-        };
-        if identical {
-            self.report.merged += 1;
-            return;
-        }
-        if !of_this_feed {
-            self.report.indicators += 1;
-        }
-        self.report.sightings += 1;
-        self.intel.add_sighting(indicator, sighting);
+        self.records.push(indicator, sighting);
     }
 
     pub fn reject_too_long(&mut self, line: u64) {
@@ -199,11 +187,20 @@ impl<'a> FeedLoad<'a> {
     }
 
     /// Ends the load: fails it when nothing of a non-empty file loaded, or
-    /// when a strict feed had a rejected line.
+    /// when a strict feed had a rejected line. Otherwise the feed's
+    /// indicators replace what the store held for it.
     pub fn finish(self) -> Result<FeedReport, FeedError> {
-        let report = self.report;
+        let mut report = self.report;
+        let (table, counts) = self.records.finish();
+        report.indicators = counts.indicators;
+        report.sightings = counts.sightings;
+        report.merged = counts.merged;
+        let install = |report: FeedReport| {
+            self.intel.set_table(self.feed, table);
+            Ok(report)
+        };
         let Some(first) = self.first_rejection else {
-            return Ok(report);
+            return install(report);
         };
         if report.rejected == report.read {
             return Err(FeedError::NothingLoaded {
@@ -217,7 +214,7 @@ impl<'a> FeedLoad<'a> {
                 first: Box::new(first),
             });
         }
-        Ok(report)
+        install(report)
     }
 
     /// Stores a diagnostic unless the cap is reached; the message is only
@@ -261,7 +258,6 @@ pub struct RecordAttributes {
     config_values: [Vec<Symbol>; 5],
     /// The current record's values for each attribute, config's included.
     pub values: [Vec<Symbol>; 5],
-    profiles: ProfileCache,
 }
 
 impl RecordAttributes {
@@ -269,7 +265,6 @@ impl RecordAttributes {
         RecordAttributes {
             config_values: load.config_values(),
             values: Default::default(),
-            profiles: ProfileCache::default(),
         }
     }
 
@@ -292,39 +287,7 @@ impl RecordAttributes {
     }
 
     pub fn profile_id(&mut self, intel: &mut Intel) -> ProfileId {
-        self.profiles.profile_id(intel, &mut self.values)
-    }
-}
-
-/// Finds the profile id of a line's attribute values without building a
-/// [`ProfileDraft`] for a combination seen before.
-#[derive(Default)]
-pub struct ProfileCache {
-    /// Keyed by every attribute's sorted values, each list closed by `None`.
-    ids: HashMap<Box<[Option<Symbol>]>, ProfileId>,
-    key: Vec<Option<Symbol>>,
-}
-
-impl ProfileCache {
-    pub fn profile_id(&mut self, intel: &mut Intel, values: &mut [Vec<Symbol>; 5]) -> ProfileId {
-        self.key.clear();
-        for list in values.iter_mut() {
-            list.sort_unstable();
-            list.dedup();
-            self.key.extend(list.iter().copied().map(Some));
-            self.key.push(None);
-        }
-        if let Some(&id) = self.ids.get(self.key.as_slice()) {
-            return id;
-        }
-
-        let mut draft = ProfileDraft::default();
-        for (attribute, list) in Attribute::ALL.into_iter().zip(values.iter()) {
-            draft.extend(attribute, list.iter().copied());
-        }
-        let id = intel.profile_id(draft);
-        self.ids.insert(self.key.as_slice().into(), id);
-        id
+        intel.profile_of(&mut self.values)
     }
 }
 

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use tempfile::TempDir;
 
 use super::*;
-use crate::intel::{Attribute, Sighting};
+use crate::intel::Attribute;
 
 const NOW: &str = "2026-01-01T00:00:00Z";
 
@@ -259,8 +259,8 @@ fn crlf_bom_and_trailing_spaces_load_as_clean() {
     assert_eq!(dirty_report.read, clean_report.read);
     assert_eq!(dirty_report.indicators, 3);
     assert!(dirty_report.diagnostics.is_empty());
-    let mut clean_indicators: Vec<_> = clean_fixture.intel.indicators().map(|(n, _)| *n).collect();
-    let mut dirty_indicators: Vec<_> = dirty_fixture.intel.indicators().map(|(n, _)| *n).collect();
+    let mut clean_indicators: Vec<_> = clean_fixture.intel.indicators().map(|(n, _)| n).collect();
+    let mut dirty_indicators: Vec<_> = dirty_fixture.intel.indicators().map(|(n, _)| n).collect();
     clean_indicators.sort();
     dirty_indicators.sort();
     assert_eq!(dirty_indicators, clean_indicators);
@@ -734,7 +734,7 @@ fn feeds_share_indicators_in_store() {
     assert_eq!(second.indicators, 2);
     assert_eq!(second.merged, 0);
     assert_eq!(intel.indicator_count(), 3);
-    let shared: &[Sighting] = intel.sightings(&net("192.0.2.2/32")).unwrap();
+    let shared = intel.sightings(&net("192.0.2.2/32")).unwrap();
     assert_eq!(shared.len(), 2);
     assert_ne!(shared[0].feed, shared[1].feed);
 }

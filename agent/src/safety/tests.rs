@@ -415,9 +415,11 @@ fn intel_of(feeds: &[(&str, &[&str])]) -> Intel {
     let profile = intel.profile_id(ProfileDraft::default());
     for &(name, indicators) in feeds {
         let feed = intel.add_feed(name);
-        for indicator in indicators {
-            intel.add_sighting(net_or_host(indicator), sighting(feed, profile));
-        }
+        intel.add_sightings(
+            indicators
+                .iter()
+                .map(|indicator| (net_or_host(indicator), sighting(feed, profile))),
+        );
     }
     intel
 }

@@ -206,7 +206,7 @@ pub fn prefix_warnings(
 
     for (indicator, sightings) in intel.indicators() {
         problems.clear();
-        find_problems(indicator, config, protected, &mut problems);
+        find_problems(&indicator, config, protected, &mut problems);
         if problems.is_empty() {
             continue;
         }
@@ -219,10 +219,7 @@ pub fn prefix_warnings(
         for &(problem, range) in &problems {
             for &feed in &feeds {
                 let group = groups.entry((problem, feed)).or_default();
-                group.add(PrefixExample {
-                    indicator: *indicator,
-                    range,
-                });
+                group.add(PrefixExample { indicator, range });
             }
         }
     }

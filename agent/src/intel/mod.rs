@@ -5,17 +5,26 @@
 //! every sighting rather than one flattened set per field, so that a rule can
 //! ask for conditions that hold within a single sighting.
 //!
-//! Memory: strings are interned once; the five attribute lists of a sighting
-//! are interned together as a [`Profile`], because a feed repeats the same few
-//! combinations across thousands of lines. A sighting is then 16 bytes.
+//! Memory: strings are interned once, each attribute's list of values is
+//! interned once, and a sighting's five lists are interned together as a
+//! [`Profile`], because feeds repeat the same values and combinations across
+//! millions of lines. A sighting is 16 bytes, and each feed keeps its
+//! indicators in one sorted array rather than a hash map, so an IPv4
+//! sighting costs 24 bytes in all (see `table.rs`).
+
+mod profiles;
+mod table;
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 use lasso::{Rodeo, Spur};
-use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
-use smallvec::SmallVec;
+use rustc_hash::FxBuildHasher;
+
+pub use self::profiles::Profile;
+use self::profiles::{ListId, Lists, Profiles, intern_profile};
+pub use self::table::{IndicatorTable, Indicators, Sightings, TableBuilder, TableCounts};
 
 /// An interned string.
 pub type Symbol = Spur;
@@ -23,7 +32,7 @@ pub type Symbol = Spur;
 /// Index of a feed in [`Intel::feeds`].
 pub type FeedId = u16;
 
-/// Index of a profile in [`Intel::profiles`].
+/// Index of a profile in the store; see [`Intel::profile`].
 pub type ProfileId = u32;
 
 /// The multi-valued attribute fields of a sighting, in the order of
@@ -66,19 +75,8 @@ impl Attribute {
     }
 }
 
-/// The attribute lists of one sighting, each sorted and without duplicates.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Profile {
-    values: [Box<[Symbol]>; 5],
-}
-
-impl Profile {
-    pub fn values(&self, attribute: Attribute) -> &[Symbol] {
-        &self.values[attribute as usize]
-    }
-}
-
-/// Builds a [`Profile`] from values in any order, possibly repeated.
+/// Attribute values of a sighting in the making, in any order, possibly
+/// repeated; [`Intel::profile_id`] sorts them and drops repeats.
 #[derive(Clone, Debug, Default)]
 pub struct ProfileDraft {
     values: [Vec<Symbol>; 5],
@@ -95,16 +93,6 @@ impl ProfileDraft {
 
     pub fn values(&self, attribute: Attribute) -> &[Symbol] {
         &self.values[attribute as usize]
-    }
-
-    fn finish(mut self) -> Profile {
-        let values = std::array::from_fn(|i| {
-            let list = &mut self.values[i];
-            list.sort_unstable();
-            list.dedup();
-            std::mem::take(list).into_boxed_slice()
-        });
-        Profile { values }
     }
 }
 
@@ -135,9 +123,6 @@ impl Sighting {
     }
 }
 
-/// Sightings of one indicator; almost every indicator has one or two.
-pub type Sightings = SmallVec<[Sighting; 1]>;
-
 /// A feed as the store knows it.
 #[derive(Clone, Debug)]
 pub struct FeedInfo {
@@ -145,22 +130,28 @@ pub struct FeedInfo {
     pub symbol: Symbol,
 }
 
-/// Every indicator of every loaded feed, merged by indicator.
+/// Every indicator of every loaded feed: one sorted table a feed, merged
+/// when read.
 pub struct Intel {
     strings: Rodeo<Spur, FxBuildHasher>,
-    profiles: Vec<Profile>,
-    profile_ids: HashMap<Profile, ProfileId>,
+    lists: Lists,
+    profiles: Profiles,
     feeds: Vec<FeedInfo>,
-    indicators: HashMap<IpNet, Sightings>,
+    /// Indexed by [`FeedId`]; empty until the feed's load finishes.
+    tables: Vec<IndicatorTable>,
 }
 
 impl std::fmt::Debug for Intel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Intel")
             .field("strings", &self.strings.len())
+            .field("lists", &self.lists.len())
             .field("profiles", &self.profiles.len())
             .field("feeds", &self.feeds)
-            .field("indicators", &self.indicators.len())
+            .field(
+                "records",
+                &self.tables.iter().map(IndicatorTable::len).sum::<usize>(),
+            )
             .finish()
     }
 }
@@ -169,10 +160,10 @@ impl Default for Intel {
     fn default() -> Intel {
         Intel {
             strings: Rodeo::with_hasher(FxBuildHasher),
-            profiles: Vec::new(),
-            profile_ids: HashMap::default(),
+            lists: Lists::default(),
+            profiles: Profiles::default(),
             feeds: Vec::new(),
-            indicators: HashMap::default(),
+            tables: Vec::new(),
         }
     }
 }
@@ -206,6 +197,7 @@ impl Intel {
             name: name.to_owned(),
             symbol,
         });
+        self.tables.push(IndicatorTable::default());
         (self.feeds.len() - 1) as FeedId
     }
 
@@ -217,54 +209,107 @@ impl Intel {
         &self.feeds[usize::from(id)]
     }
 
-    pub fn profile_id(&mut self, draft: ProfileDraft) -> ProfileId {
-        let profile = draft.finish();
-        if let Some(&id) = self.profile_ids.get(&profile) {
-            return id;
+    pub fn profile_id(&mut self, mut draft: ProfileDraft) -> ProfileId {
+        self.profile_of(&mut draft.values)
+    }
+
+    /// The profile of attribute values indexed like [`Attribute::ALL`]. Each
+    /// list is sorted and freed of repeats in place.
+    pub fn profile_of(&mut self, values: &mut [Vec<Symbol>; 5]) -> ProfileId {
+        intern_profile(&mut self.lists, &mut self.profiles, values)
+    }
+
+    pub fn profile(&self, id: ProfileId) -> Profile<'_> {
+        Profile::new(&self.lists, self.profiles.get(id))
+    }
+
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// Every distinct value that some profile gives `attribute`, sorted by
+    /// symbol.
+    pub fn attribute_values(&self, attribute: Attribute) -> Vec<Symbol> {
+        let mut seen = vec![false; self.lists.len()];
+        for lists in self.profiles.all() {
+            seen[lists[attribute as usize] as usize] = true;
         }
-        let id = self.profiles.len() as ProfileId;
-        self.profiles.push(profile.clone());
-        self.profile_ids.insert(profile, id);
-        id
+        let mut values: Vec<Symbol> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, seen)| **seen)
+            .flat_map(|(id, _)| self.lists.get(id as ListId).iter().copied())
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values
     }
 
-    pub fn profiles(&self) -> &[Profile] {
-        &self.profiles
+    /// Installs the indicators of `feed`, replacing what it had.
+    pub fn set_table(&mut self, feed: FeedId, table: IndicatorTable) {
+        self.tables[usize::from(feed)] = table;
     }
 
-    pub fn profile(&self, id: ProfileId) -> &Profile {
-        &self.profiles[id as usize]
-    }
-
-    /// Adds a sighting of `indicator`. An identical sighting (same feed,
-    /// profile, time and score) is merged rather than repeated. Returns
-    /// whether the indicator was new to the store.
-    pub fn add_sighting(&mut self, indicator: IpNet, sighting: Sighting) -> bool {
-        match self.indicators.entry(indicator) {
-            std::collections::hash_map::Entry::Occupied(mut entry) => {
-                let sightings = entry.get_mut();
-                if !sightings.contains(&sighting) {
-                    sightings.push(sighting);
+    /// Adds sightings outside a feed load, merging identical ones: for
+    /// tests and tools that build a store by hand.
+    pub fn add_sightings(&mut self, sightings: impl IntoIterator<Item = (IpNet, Sighting)>) {
+        let mut by_feed: Vec<TableBuilder> = Vec::new();
+        for (indicator, sighting) in sightings {
+            let feed = usize::from(sighting.feed);
+            if by_feed.len() <= feed {
+                by_feed.resize_with(feed + 1, TableBuilder::default);
+            }
+            by_feed[feed].push(indicator, sighting);
+        }
+        for (feed, mut builder) in by_feed.into_iter().enumerate() {
+            if builder.is_empty() {
+                continue;
+            }
+            let table = std::mem::take(&mut self.tables[feed]);
+            for (indicator, sightings) in Indicators::new(std::slice::from_ref(&table), &[]) {
+                for sighting in sightings {
+                    builder.push(indicator, sighting);
                 }
-                false
             }
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(smallvec::smallvec![sighting]);
-                true
-            }
+            self.tables[feed] = builder.finish().0;
         }
     }
 
-    pub fn sightings(&self, indicator: &IpNet) -> Option<&[Sighting]> {
-        self.indicators.get(indicator).map(|s| s.as_slice())
+    /// Every sighting of `indicator` in any feed.
+    pub fn sightings(&self, indicator: &IpNet) -> Option<Sightings> {
+        let mut found = Sightings::new();
+        for table in &self.tables {
+            table.sightings_of(indicator.trunc(), &mut found);
+        }
+        (!found.is_empty()).then_some(found)
     }
 
-    pub fn indicators(&self) -> impl Iterator<Item = (&IpNet, &[Sighting])> {
-        self.indicators.iter().map(|(net, s)| (net, s.as_slice()))
+    /// Every indicator with the sightings of every feed, in the prefix
+    /// tree's pre-order, IPv4 first.
+    pub fn indicators(&self) -> Indicators<'_> {
+        Indicators::new(&self.tables, &[])
     }
 
+    /// [`Intel::indicators`], with `extra` prefixes in their place in the
+    /// order; those that are no indicator come with no sightings.
+    pub fn indicators_with(&self, extra: &[IpNet]) -> Indicators<'_> {
+        Indicators::new(&self.tables, extra)
+    }
+
+    /// Distinct indicators across feeds. Walks every table.
     pub fn indicator_count(&self) -> usize {
-        self.indicators.len()
+        match self.tables.iter().filter(|table| !table.is_empty()).count() {
+            0 => 0,
+            1 => self.tables.iter().map(IndicatorTable::indicators).sum(),
+            _ => self.indicators().count(),
+        }
+    }
+
+    /// Bytes held by the indicator tables, lists and profiles (not strings).
+    pub fn bytes(&self) -> usize {
+        self.tables.iter().map(IndicatorTable::bytes).sum::<usize>()
+            + self.lists.bytes()
+            + self.profiles.bytes()
     }
 
     /// Every sighting that applies to `address`: those of the address itself
@@ -281,7 +326,7 @@ impl Intel {
                 continue;
             };
             let net = net.trunc();
-            if let Some(sightings) = self.indicators.get(&net) {
+            if let Some(sightings) = self.sightings(&net) {
                 found.extend(sightings.iter().map(|s| (net, *s)));
             }
         }

@@ -1,0 +1,357 @@
+//! The indicators of one feed, as sorted arrays of (key, sighting) records.
+//!
+//! A feed's records are appended while it loads and sorted once at the end,
+//! which merges duplicates without a hash table. The sort order is the
+//! pre-order of the prefix tree (network address, then shorter prefix
+//! first), the order in which the compiler walks prefixes and the
+//! addresses they contain, so walking every feed at once is a merge of
+//! sorted runs.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use smallvec::SmallVec;
+
+use super::Sighting;
+
+/// An IPv4 indicator: address in the high 32 bits, prefix length in the
+/// low 8, so that integer order is the prefix tree's pre-order.
+pub type V4Key = u64;
+
+/// An IPv6 indicator: address halves, then prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct V6Key(u64, u64, u8);
+
+fn v4_key(net: Ipv4Net) -> V4Key {
+    (u64::from(u32::from(net.network())) << 8) | u64::from(net.prefix_len())
+}
+
+fn v4_net(key: V4Key) -> Ipv4Net {
+    let address = Ipv4Addr::from((key >> 8) as u32);
+    Ipv4Net::new(address, (key & 0xff) as u8).expect("a key holds a valid prefix length")
+}
+
+fn v6_key(net: Ipv6Net) -> V6Key {
+    let address = u128::from(net.network());
+    V6Key((address >> 64) as u64, address as u64, net.prefix_len())
+}
+
+fn v6_net(key: V6Key) -> Ipv6Net {
+    let address = Ipv6Addr::from((u128::from(key.0) << 64) | u128::from(key.1));
+    Ipv6Net::new(address, key.2).expect("a key holds a valid prefix length")
+}
+
+/// Sightings of one indicator; almost every indicator has one or two.
+pub type Sightings = SmallVec<[Sighting; 2]>;
+
+/// Counts of a finished table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableCounts {
+    /// Distinct indicators.
+    pub indicators: u64,
+    /// Distinct sightings.
+    pub sightings: u64,
+    /// Records identical to another (same indicator, profile, time and
+    /// score), merged into it.
+    pub merged: u64,
+}
+
+/// Records of one feed, collected in any order.
+#[derive(Debug, Default)]
+pub struct TableBuilder {
+    v4: Vec<(V4Key, Sighting)>,
+    v6: Vec<(V6Key, Sighting)>,
+}
+
+impl TableBuilder {
+    pub fn push(&mut self, indicator: IpNet, sighting: Sighting) {
+        match indicator {
+            IpNet::V4(net) => self.v4.push((v4_key(net.trunc()), sighting)),
+            IpNet::V6(net) => self.v6.push((v6_key(net.trunc()), sighting)),
+        }
+    }
+
+    /// Moves the records of `other` in.
+    pub fn append(&mut self, other: &mut TableBuilder) {
+        self.v4.append(&mut other.v4);
+        self.v6.append(&mut other.v6);
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sorts the records and merges identical ones.
+    pub fn finish(self) -> (IndicatorTable, TableCounts) {
+        let (v4, v4_counts) = sorted_run(self.v4);
+        let (v6, v6_counts) = sorted_run(self.v6);
+        let counts = TableCounts {
+            indicators: v4_counts.indicators + v6_counts.indicators,
+            sightings: v4_counts.sightings + v6_counts.sightings,
+            merged: v4_counts.merged + v6_counts.merged,
+        };
+        let table = IndicatorTable {
+            v4,
+            v6,
+            indicators: counts.indicators as usize,
+        };
+        (table, counts)
+    }
+}
+
+fn sorted_run<K: Copy + Ord + Send>(
+    mut records: Vec<(K, Sighting)>,
+) -> (Vec<(K, Sighting)>, TableCounts) {
+    use rayon::slice::ParallelSliceMut;
+    // Sorting by every field puts identical records next to each other and
+    // makes the order of one indicator's sightings independent of line order.
+    records.par_sort_unstable_by_key(|(key, sighting)| {
+        (
+            *key,
+            sighting.profile,
+            sighting.last_seen,
+            sighting.score,
+            sighting.feed,
+        )
+    });
+    let before = records.len() as u64;
+    records.dedup();
+    records.shrink_to_fit();
+    let mut indicators = 0;
+    let mut previous = None;
+    for (key, _) in &records {
+        if previous != Some(*key) {
+            indicators += 1;
+            previous = Some(*key);
+        }
+    }
+    let counts = TableCounts {
+        indicators,
+        sightings: records.len() as u64,
+        merged: before - records.len() as u64,
+    };
+    (records, counts)
+}
+
+/// The indicators of one feed, sorted.
+#[derive(Clone, Debug, Default)]
+pub struct IndicatorTable {
+    v4: Vec<(V4Key, Sighting)>,
+    v6: Vec<(V6Key, Sighting)>,
+    indicators: usize,
+}
+
+impl IndicatorTable {
+    /// Distinct indicators.
+    pub fn indicators(&self) -> usize {
+        self.indicators
+    }
+
+    /// Records, one a sighting.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held by the records.
+    pub fn bytes(&self) -> usize {
+        self.v4.capacity() * size_of::<(V4Key, Sighting)>()
+            + self.v6.capacity() * size_of::<(V6Key, Sighting)>()
+    }
+
+    /// Adds the sightings of `indicator` to `out`.
+    pub fn sightings_of(&self, indicator: IpNet, out: &mut Sightings) {
+        match indicator {
+            IpNet::V4(net) => extend_matching(&self.v4, v4_key(net), out),
+            IpNet::V6(net) => extend_matching(&self.v6, v6_key(net), out),
+        }
+    }
+}
+
+fn extend_matching<K: Copy + Ord>(records: &[(K, Sighting)], key: K, out: &mut Sightings) {
+    let start = records.partition_point(|(other, _)| *other < key);
+    out.extend(
+        records[start..]
+            .iter()
+            .take_while(|(other, _)| *other == key)
+            .map(|(_, sighting)| *sighting),
+    );
+}
+
+/// Every indicator of several tables, and extra prefixes with no sightings
+/// of their own, in the prefix tree's pre-order: IPv4 first, then IPv6.
+/// An indicator in several tables comes once, with the sightings of all.
+pub struct Indicators<'a> {
+    v4: Merge<'a, V4Key>,
+    v6: Merge<'a, V6Key>,
+}
+
+impl<'a> Indicators<'a> {
+    pub fn new(tables: &'a [IndicatorTable], extra: &[IpNet]) -> Indicators<'a> {
+        let mut extra_v4 = Vec::new();
+        let mut extra_v6 = Vec::new();
+        for net in extra {
+            match net {
+                IpNet::V4(net) => extra_v4.push(v4_key(net.trunc())),
+                IpNet::V6(net) => extra_v6.push(v6_key(net.trunc())),
+            }
+        }
+        Indicators {
+            v4: Merge::new(tables.iter().map(|table| table.v4.as_slice()), extra_v4),
+            v6: Merge::new(tables.iter().map(|table| table.v6.as_slice()), extra_v6),
+        }
+    }
+}
+
+impl Iterator for Indicators<'_> {
+    type Item = (IpNet, Sightings);
+
+    fn next(&mut self) -> Option<(IpNet, Sightings)> {
+        if let Some((key, sightings)) = self.v4.next() {
+            return Some((IpNet::V4(v4_net(key)), sightings));
+        }
+        let (key, sightings) = self.v6.next()?;
+        Some((IpNet::V6(v6_net(key)), sightings))
+    }
+}
+
+/// A merge of sorted runs. Runs are few (one per feed), so the smallest
+/// head is found by a scan rather than a heap.
+struct Merge<'a, K> {
+    runs: Vec<&'a [(K, Sighting)]>,
+    extra: Vec<K>,
+    extra_at: usize,
+}
+
+impl<'a, K: Copy + Ord> Merge<'a, K> {
+    fn new(runs: impl Iterator<Item = &'a [(K, Sighting)]>, mut extra: Vec<K>) -> Merge<'a, K> {
+        extra.sort_unstable();
+        extra.dedup();
+        Merge {
+            runs: runs.filter(|run| !run.is_empty()).collect(),
+            extra,
+            extra_at: 0,
+        }
+    }
+
+    fn next(&mut self) -> Option<(K, Sightings)> {
+        let mut key = self.extra.get(self.extra_at).copied();
+        for run in &self.runs {
+            if let Some((head, _)) = run.first() {
+                key = Some(key.map_or(*head, |key| key.min(*head)));
+            }
+        }
+        let key = key?;
+        if self.extra.get(self.extra_at) == Some(&key) {
+            self.extra_at += 1;
+        }
+        let mut sightings = Sightings::new();
+        for run in &mut self.runs {
+            let taken = run.iter().take_while(|(head, _)| *head == key).count();
+            sightings.extend(run[..taken].iter().map(|(_, sighting)| *sighting));
+            *run = &run[taken..];
+        }
+        Some((key, sightings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().unwrap()
+    }
+
+    fn sighting(profile: u32, feed: u16) -> Sighting {
+        Sighting {
+            last_seen: 0,
+            profile,
+            feed,
+            score: Sighting::NO_SCORE,
+        }
+    }
+
+    #[test]
+    fn keys_order_prefixes_before_what_they_contain() {
+        let mut builder = TableBuilder::default();
+        for text in [
+            "10.0.0.5/32",
+            "10.0.0.0/8",
+            "9.255.255.255/32",
+            "10.0.0.0/24",
+            "2001:db8::1/128",
+            "2001:db8::/32",
+        ] {
+            builder.push(net(text), sighting(0, 0));
+        }
+        let (table, counts) = builder.finish();
+        assert_eq!(counts.indicators, 6);
+        let order: Vec<String> = Indicators::new(std::slice::from_ref(&table), &[])
+            .map(|(net, _)| net.to_string())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "9.255.255.255/32",
+                "10.0.0.0/8",
+                "10.0.0.0/24",
+                "10.0.0.5/32",
+                "2001:db8::/32",
+                "2001:db8::1/128"
+            ]
+        );
+    }
+
+    #[test]
+    fn identical_records_merge_and_different_ones_stay() {
+        let mut builder = TableBuilder::default();
+        builder.push(net("192.0.2.1/32"), sighting(1, 0));
+        builder.push(net("192.0.2.1/32"), sighting(1, 0));
+        builder.push(net("192.0.2.1/32"), sighting(2, 0));
+        builder.push(net("192.0.2.2/32"), sighting(1, 0));
+        let (table, counts) = builder.finish();
+        assert_eq!(
+            counts,
+            TableCounts {
+                indicators: 2,
+                sightings: 3,
+                merged: 1
+            }
+        );
+        let mut found = Sightings::new();
+        table.sightings_of(net("192.0.2.1/32"), &mut found);
+        assert_eq!(found.as_slice(), [sighting(1, 0), sighting(2, 0)]);
+    }
+
+    #[test]
+    fn merge_joins_feeds_and_extra_prefixes() {
+        let mut first = TableBuilder::default();
+        first.push(net("192.0.2.1/32"), sighting(1, 0));
+        first.push(net("192.0.2.3/32"), sighting(1, 0));
+        let mut second = TableBuilder::default();
+        second.push(net("192.0.2.1/32"), sighting(2, 1));
+        second.push(net("192.0.2.2/32"), sighting(2, 1));
+        let tables = [first.finish().0, second.finish().0];
+        let merged: Vec<(String, usize)> =
+            Indicators::new(&tables, &[net("192.0.2.0/24"), net("192.0.2.2/32")])
+                .map(|(net, sightings)| (net.to_string(), sightings.len()))
+                .collect();
+        assert_eq!(
+            merged,
+            [
+                ("192.0.2.0/24".to_owned(), 0),
+                ("192.0.2.1/32".to_owned(), 2),
+                ("192.0.2.2/32".to_owned(), 1),
+                ("192.0.2.3/32".to_owned(), 1)
+            ]
+        );
+    }
+}
