@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use self::keys::{KeySpans, Step};
+
+mod keys;
+#[cfg(test)]
+mod tests;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -27,6 +33,23 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
+}
+
+/// A key whose value deserialized but failed validation.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InvalidKey {
+    /// The key as the config file spells it, e.g. `refresh`.
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl InvalidKey {
+    pub fn new(key: &'static str, message: impl Into<String>) -> InvalidKey {
+        InvalidKey {
+            key,
+            message: message.into(),
+        }
+    }
 }
 
 /// Attach mode of the XDP program.
@@ -250,25 +273,31 @@ impl RuleConfig {
         })
     }
 
-    fn check_observability(&self) -> Result<(), String> {
+    fn check_observability(&self) -> Result<(), InvalidKey> {
         if let Some(text) = &self.sample {
-            parse_sample(text)
-                .map_err(|reason| format!("rule `{}`: sample: {reason}", self.name))?;
+            parse_sample(text).map_err(|reason| {
+                InvalidKey::new("sample", format!("rule `{}`: sample: {reason}", self.name))
+            })?;
         }
         if let Some(text) = &self.rate {
-            parse_rate(text).map_err(|reason| format!("rule `{}`: rate: {reason}", self.name))?;
+            parse_rate(text).map_err(|reason| {
+                InvalidKey::new("rate", format!("rule `{}`: rate: {reason}", self.name))
+            })?;
         }
         if let Some(dscp) = self.dscp {
             if self.action != Action::Tag {
-                return Err(format!(
-                    "rule `{}`: `dscp` only applies to action \"tag\"",
-                    self.name
+                return Err(InvalidKey::new(
+                    "dscp",
+                    format!(
+                        "rule `{}`: `dscp` only applies to action \"tag\"",
+                        self.name
+                    ),
                 ));
             }
             if dscp > intelwall_common::MAX_DSCP {
-                return Err(format!(
-                    "rule `{}`: dscp must be 0 to 63, got {dscp}",
-                    self.name
+                return Err(InvalidKey::new(
+                    "dscp",
+                    format!("rule `{}`: dscp must be 0 to 63, got {dscp}", self.name),
                 ));
             }
         }
@@ -456,8 +485,12 @@ impl Config {
             let feed = &config.feeds[index];
             if feed.path.as_os_str().is_empty() {
                 if feed.url.is_none() {
-                    return Err(config.invalid_at(
-                        &feed.name,
+                    // With neither key present, the error points at the
+                    // feed's `name`.
+                    return Err(config.entry_error(
+                        "feed",
+                        index,
+                        "name",
                         format!("feed `{}`: set `path` or `url`", feed.name),
                     ));
                 }
@@ -472,40 +505,50 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.agent.expiry_interval.is_zero() {
+            return Err(self.key_error(
+                &[Step::Key("agent"), Step::Key("expiry_interval")],
+                "`expiry_interval` must be greater than zero, e.g. \"1m\"".to_owned(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
-        for feed in &self.feeds {
+        for (index, feed) in self.feeds.iter().enumerate() {
+            let error = |key: &str, message: String| self.entry_error("feed", index, key, message);
             if !names.insert(("feed", feed.name.as_str())) {
-                return Err(
-                    self.invalid_at(&feed.name, format!("duplicate feed name `{}`", feed.name))
-                );
-            }
-            if feed.score.is_some_and(|score| score > 100) {
-                return Err(self.invalid_at(
-                    &feed.name,
-                    format!("feed `{}`: score must be 0 to 100", feed.name),
+                return Err(error(
+                    "name",
+                    format!("duplicate feed name `{}`", feed.name),
                 ));
             }
-            if let Err(message) = crate::source::check_settings(feed) {
-                let message = format!("feed `{}`: {message}", feed.name);
-                return Err(self.invalid_at(&feed.name, message));
+            if let Some(score) = feed.score.filter(|score| *score > 100) {
+                return Err(error(
+                    "score",
+                    format!("feed `{}`: score must be 0 to 100, got {score}", feed.name),
+                ));
+            }
+            if let Err(invalid) = crate::source::check_settings(feed) {
+                let message = format!("feed `{}`: {}", feed.name, invalid.message);
+                return Err(error(invalid.key, message));
             }
         }
-        for rule in &self.rules {
+        for (index, rule) in self.rules.iter().enumerate() {
+            let error = |key: &str, message: String| self.entry_error("rule", index, key, message);
             if rule.name == "safety-allowlist" {
-                return Err(self.invalid_at(
-                    &rule.name,
+                return Err(error(
+                    "name",
                     "rule name `safety-allowlist` is reserved for the built-in safety rule"
                         .to_owned(),
                 ));
             }
             if !names.insert(("rule", rule.name.as_str())) {
-                return Err(
-                    self.invalid_at(&rule.name, format!("duplicate rule name `{}`", rule.name))
-                );
+                return Err(error(
+                    "name",
+                    format!("duplicate rule name `{}`", rule.name),
+                ));
             }
             if rule.action != Action::Tag && rule.mark != 0 {
-                return Err(self.invalid_at(
-                    &rule.name,
+                return Err(error(
+                    "mark",
                     format!(
                         "rule `{}`: `mark` applies to action \"tag\" only, and this rule's action is \"{}\"",
                         rule.name, rule.action
@@ -513,28 +556,41 @@ impl Config {
                 ));
             }
             if rule.action == Action::Tag && rule.mark == 0 {
-                return Err(self.invalid_at(
-                    &rule.name,
+                return Err(error(
+                    "action",
                     format!(
                         "rule `{}`: action \"tag\" needs a non-zero `mark`",
                         rule.name
                     ),
                 ));
             }
-            if let Err(message) = rule.check_observability() {
-                return Err(self.invalid_at(&rule.name, message));
+            if let Err(invalid) = rule.check_observability() {
+                return Err(error(invalid.key, invalid.message));
             }
         }
         Ok(())
     }
 
-    /// An error located at the first occurrence of `needle` as a quoted value.
-    fn invalid_at(&self, needle: &str, message: String) -> ConfigError {
-        let offset = self
-            .text
-            .find(&format!("\"{needle}\""))
-            .or_else(|| self.text.find(&format!("'{needle}'")))
-            .unwrap_or(0);
+    /// Builds an error located at `key` of the `index`th `[[table]]` entry,
+    /// or at the entry's `name` when the entry does not set `key`.
+    fn entry_error(&self, table: &str, index: usize, key: &str, message: String) -> ConfigError {
+        let path = [Step::Key(table), Step::Index(index), Step::Key(key)];
+        let name = [Step::Key(table), Step::Index(index), Step::Key("name")];
+        let spans = KeySpans::parse(&self.text);
+        let span = spans
+            .as_ref()
+            .and_then(|spans| spans.get(&path).or_else(|| spans.get(&name)));
+        self.error_at(span.map_or(0, |span| span.start), message)
+    }
+
+    /// Builds an error located at the last key of `path`, or at the start of
+    /// the file when the file does not set that key.
+    fn key_error(&self, path: &[Step<'_>], message: String) -> ConfigError {
+        let span = KeySpans::parse(&self.text).and_then(|spans| spans.get(path));
+        self.error_at(span.map_or(0, |span| span.start), message)
+    }
+
+    fn error_at(&self, offset: usize, message: String) -> ConfigError {
         let (line, column) = line_column(&self.text, offset);
         ConfigError::Invalid {
             path: self.path.clone(),
