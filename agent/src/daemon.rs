@@ -684,6 +684,7 @@ impl Agent {
                 self.dataplane.detach_all().context("cannot detach")?;
                 self.layout.remove_map_sets(None);
                 self.layout.remove_state();
+                self.layout.remove_empty_dirs();
                 tracing::info!("SIGINT: detached and removed the pins; protection removed");
             }
             Stop::Leave => tracing::info!(

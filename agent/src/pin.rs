@@ -168,6 +168,28 @@ impl PinLayout {
     pub fn remove_state(&self) {
         let _ = std::fs::remove_file(&self.state_file);
     }
+
+    /// Removes `links/` and `tag-links/` when they are empty, then the pin
+    /// directory itself when nothing else is left in it. A directory that
+    /// still contains another interface's link, or that is a mount point,
+    /// stays.
+    pub fn remove_empty_dirs(&self) {
+        for dir in [self.links_dir(), self.tag_links_dir(), self.root.clone()] {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::NotFound
+                            | std::io::ErrorKind::DirectoryNotEmpty
+                            | std::io::ErrorKind::ResourceBusy
+                    ) => {}
+                Err(error) => {
+                    tracing::warn!(path = %dir.display(), %error, "cannot remove the pin directory");
+                }
+            }
+        }
+    }
 }
 
 /// The state file's contents.

@@ -157,7 +157,8 @@ fn map_fill(dir: &Path) -> Result<Vec<MapFill>> {
 }
 
 /// Removes the pinned link of `interface`, or of every interface. When no
-/// link is left, removes the pinned maps and the state file too.
+/// link is left, removes the pinned maps, the state file and the emptied
+/// pin directories too.
 pub fn detach(layout: &PinLayout, interface: Option<&str>) -> Result<()> {
     let pinned = layout.pinned_interfaces();
     let targets: Vec<String> = match interface {
@@ -186,5 +187,77 @@ pub fn detach(layout: &PinLayout, interface: Option<&str>) -> Result<()> {
         layout.remove_state();
         println!("removed the pinned maps under {}", layout.root.display());
     }
+    layout.remove_empty_dirs();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    /// Creates a pin directory as an agent leaves it for `interfaces`, with
+    /// plain files in place of the bpffs pins, which unpinning removes the
+    /// same way. Every interface but the last gets a tag link.
+    fn pinned_layout(dir: &Path, interfaces: &[&str]) -> PinLayout {
+        let layout = PinLayout::new(&dir.join("pins"), &dir.join("state"));
+        fs::create_dir_all(layout.links_dir()).unwrap();
+        fs::create_dir_all(layout.tag_links_dir()).unwrap();
+        fs::create_dir_all(layout.maps_dir(3)).unwrap();
+        fs::write(layout.maps_dir(3).join(map_name::HOSTS_V4), "").unwrap();
+        fs::create_dir_all(dir.join("state")).unwrap();
+        fs::write(&layout.state_file, "{}").unwrap();
+        for (index, name) in interfaces.iter().enumerate() {
+            fs::write(layout.link(name), "").unwrap();
+            if index + 1 < interfaces.len() {
+                fs::write(layout.tag_link(name), "").unwrap();
+            }
+        }
+        layout
+    }
+
+    #[test]
+    fn detach_one_keeps_other_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = pinned_layout(dir.path(), &["veth0", "veth1"]);
+
+        detach(&layout, Some("veth0")).unwrap();
+
+        assert!(!layout.link("veth0").exists());
+        assert!(!layout.tag_link("veth0").exists());
+        assert!(layout.link("veth1").exists(), "the other link went away");
+        assert!(layout.maps_dir(3).join(map_name::HOSTS_V4).exists());
+        assert!(layout.state_file.exists());
+        assert_eq!(layout.pinned_interfaces(), ["veth1"]);
+    }
+
+    #[test]
+    fn detach_last_removes_pin_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = pinned_layout(dir.path(), &["veth0", "veth1"]);
+
+        detach(&layout, Some("veth1")).unwrap();
+        detach(&layout, Some("veth0")).unwrap();
+
+        assert!(!layout.links_dir().exists(), "links/ stayed behind");
+        assert!(!layout.tag_links_dir().exists(), "tag-links/ stayed behind");
+        assert!(!layout.maps_dir(3).exists(), "the maps stayed behind");
+        assert!(!layout.root.exists(), "the pin directory stayed behind");
+        assert!(!layout.state_file.exists(), "the state file stayed behind");
+    }
+
+    #[test]
+    fn detach_all_keeps_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = pinned_layout(dir.path(), &["veth0"]);
+        let foreign = layout.root.join("other-tool");
+        fs::write(&foreign, "").unwrap();
+
+        detach(&layout, None).unwrap();
+
+        assert!(!layout.links_dir().exists(), "links/ stayed behind");
+        assert!(!layout.tag_links_dir().exists(), "tag-links/ stayed behind");
+        assert!(foreign.exists(), "a file detach does not own went away");
+    }
 }

@@ -359,6 +359,19 @@ fn sigkill_keeps_protection_and_restart_adopts() {
             .all(|entry| !entry.file_name().to_string_lossy().starts_with("maps-"))),
         "detach left pinned maps behind"
     );
+    let left: Vec<String> = fs::read_dir(&agent_dirs.pin_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !agent_dirs.pin_dir.exists(),
+        "detach left {} behind, holding {left:?}",
+        agent_dirs.pin_dir.display()
+    );
 }
 
 #[test]
