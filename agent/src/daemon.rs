@@ -290,7 +290,13 @@ impl Agent {
         dataplane.set_log_rules(&observation.settings)?;
         let stats =
             dataplane.apply_with(old, loaded.compiled.enforced(), observation.extras.clone())?;
-        let interfaces = attach_all(&mut dataplane, &loaded.config, layout, &state.interfaces)?;
+        let interfaces = attach_all(
+            &mut dataplane,
+            &loaded.config,
+            layout,
+            &state.interfaces,
+            Takeover::Adopt,
+        )?;
         tracing::info!(
             upserted = stats.upserted,
             removed = stats.removed,
@@ -743,17 +749,51 @@ fn build_dataplane(
         "maps written"
     );
     let known = previous.map_or(&[][..], |state| state.interfaces.as_slice());
-    let interfaces = attach_all(&mut dataplane, &loaded.config, layout, known)?;
+    let interfaces = attach_all(
+        &mut dataplane,
+        &loaded.config,
+        layout,
+        known,
+        Takeover::Replace,
+    )?;
     Ok((dataplane, interfaces))
+}
+
+/// Kind of takeover of an already pinned link, by the maps that the new
+/// program enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Takeover {
+    /// The pinned maps and config the link's program already enforced.
+    Adopt,
+    /// A new map set.
+    Replace,
+}
+
+/// Returns when an interface's current attachment began, RFC 3339. That is
+/// the recorded time when an adopting agent takes over a link that was
+/// pinned already, and otherwise `now`, because the link is new or its
+/// program now enforces a new map set.
+fn attach_time(
+    earlier: Option<&PinnedInterface>,
+    link_was_pinned: bool,
+    takeover: Takeover,
+    now: Timestamp,
+) -> String {
+    match earlier {
+        Some(earlier) if link_was_pinned && takeover == Takeover::Adopt => earlier.since.clone(),
+        _ => now.to_string(),
+    }
 }
 
 /// Attaches to every configured interface, or replaces the program of its
 /// pinned link; detaches pinned links of interfaces no longer configured.
+/// `known` are the interfaces that the state file records.
 fn attach_all(
     dataplane: &mut Dataplane,
     config: &Config,
     layout: &PinLayout,
     known: &[PinnedInterface],
+    takeover: Takeover,
 ) -> Result<Vec<PinnedInterface>> {
     let mut interfaces = Vec::new();
     for interface in &config.interfaces {
@@ -768,10 +808,12 @@ fn attach_all(
             tracing::warn!(interface = %attachment.interface, %reason, "native XDP failed; attached in skb mode");
         }
         let earlier = known.iter().find(|known| known.name == interface.name);
-        let mode = match (attachment.mode, earlier) {
-            ("pinned", Some(earlier)) => earlier.mode.clone(),
-            (mode, _) => mode.to_owned(),
+        let link_was_pinned = attachment.mode == "pinned";
+        let mode = match (link_was_pinned, earlier) {
+            (true, Some(earlier)) => earlier.mode.clone(),
+            _ => attachment.mode.to_owned(),
         };
+        let since = attach_time(earlier, link_was_pinned, takeover, Timestamp::now());
         match dataplane.attach_tag_pinned(&interface.name, &layout.tag_link(&interface.name)) {
             Ok(_) => {}
             Err(error) => tracing::warn!(
@@ -784,10 +826,7 @@ fn attach_all(
         interfaces.push(PinnedInterface {
             name: interface.name.clone(),
             mode,
-            since: earlier.map_or_else(
-                || Timestamp::now().to_string(),
-                |earlier| earlier.since.clone(),
-            ),
+            since,
         });
     }
     for name in layout.pinned_interfaces() {
@@ -982,4 +1021,39 @@ fn counts_of_replaced_maps(
         state.counters.rules.clone(),
         snapshot,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORDED: &str = "2026-01-02T03:04:05Z";
+    const NOW: &str = "2026-06-07T08:09:10Z";
+
+    #[test]
+    fn attach_time_follows_attachment() {
+        let earlier = PinnedInterface {
+            name: "veth0".to_owned(),
+            mode: "native".to_owned(),
+            since: RECORDED.to_owned(),
+        };
+        let earlier = Some(&earlier);
+        // (recorded interface, link pinned before, takeover, expected time)
+        let cases = [
+            (earlier, true, Takeover::Adopt, RECORDED),
+            (earlier, false, Takeover::Adopt, NOW),
+            (earlier, true, Takeover::Replace, NOW),
+            (None, true, Takeover::Adopt, NOW),
+            (None, false, Takeover::Replace, NOW),
+        ];
+        for (earlier, link_was_pinned, takeover, expected) in cases {
+            let time = attach_time(earlier, link_was_pinned, takeover, NOW.parse().unwrap());
+            assert_eq!(
+                time,
+                expected,
+                "recorded: {}, pinned: {link_was_pinned}, {takeover:?}",
+                earlier.is_some()
+            );
+        }
+    }
 }

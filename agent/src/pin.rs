@@ -245,7 +245,9 @@ impl From<PinnedCapacity> for Capacity {
 pub struct PinnedInterface {
     pub name: String,
     pub mode: String,
-    /// When the interface was first attached, RFC 3339.
+    /// When the current attachment began, RFC 3339: when the link was
+    /// pinned, or when an agent last put a program with a new map set on
+    /// it. An agent that adopts the pinned maps keeps the time.
     pub since: String,
 }
 

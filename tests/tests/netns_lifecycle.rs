@@ -1,6 +1,7 @@
 //! The agent over time, with real traffic in a namespace testbed: reloads
-//! while packets flow, SIGKILL and adoption, detach, expiry on a
-//! controllable clock, and the skb fallback at jumbo MTU.
+//! while packets flow, SIGKILL and adoption, detach, the attach time that
+//! status shows, expiry on a controllable clock, and the skb fallback at
+//! jumbo MTU.
 
 use std::fs;
 use std::net::IpAddr;
@@ -371,6 +372,94 @@ fn sigkill_keeps_protection_and_restart_adopts() {
         !agent_dirs.pin_dir.exists(),
         "detach left {} behind, holding {left:?}",
         agent_dirs.pin_dir.display()
+    );
+}
+
+/// Reads the `since` that `intelwall status` shows for the one interface.
+fn attached_since(config: &Path) -> jiff::Timestamp {
+    let output = Command::new(agent_binary())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("status runs");
+    assert!(
+        output.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("status prints JSON");
+    let since = status["interfaces"][0]["since"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status shows no `since`: {status}"));
+    since
+        .parse()
+        .unwrap_or_else(|error| panic!("`since` {since:?} is no RFC 3339 time: {error}"))
+}
+
+/// Runs an agent until it is ready, checks whether it adopted the pinned
+/// maps, and stops it with SIGTERM, which leaves its attachment in place.
+fn run_and_leave(testbed: &Testbed, config: &Path, adopts: bool) {
+    let agent = Agent::start(
+        &agent_binary(),
+        &testbed.receiver().netns,
+        "veth-rx",
+        config,
+    )
+    .expect("agent starts");
+    let stderr = agent.stderr_so_far();
+    assert_eq!(
+        stderr.contains("adopted the pinned maps"),
+        adopts,
+        "expected adoption: {adopts}; agent stderr:\n{stderr}"
+    );
+    let output = agent.stop_with(libc::SIGTERM).expect("agent stops");
+    assert!(
+        output.status.success(),
+        "agent failed on SIGTERM:\n{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn status_since_follows_attachment() {
+    if !require_root() {
+        return;
+    }
+    let testbed = Testbed::new().expect("testbed");
+    let dir = tempfile::tempdir().expect("config directory");
+    let agent_dirs = AgentDirs::new().expect("agent directories");
+    replace_file(&dir.path().join("feed.jsonl"), FEED_A);
+    let config = write_config(dir.path(), &agent_dirs, "native", RULES_1, "");
+
+    run_and_leave(&testbed, &config, false);
+    let first = attached_since(&config);
+
+    run_and_leave(&testbed, &config, true);
+    assert_eq!(
+        attached_since(&config),
+        first,
+        "adopting the unchanged attachment moved `since`"
+    );
+
+    // Another config: the next agent writes a new map set and swaps its
+    // program onto the pinned link.
+    let config = write_config(dir.path(), &agent_dirs, "native", RULES_2, "");
+    run_and_leave(&testbed, &config, false);
+    let replaced = attached_since(&config);
+    assert!(
+        replaced > first,
+        "replacing the program kept `since` at {first}, now {replaced}"
+    );
+
+    // Without the link pin the program detaches while the state file stays,
+    // so the next agent adopts the maps but attaches anew.
+    fs::remove_file(agent_dirs.pin_dir.join("links").join("veth-rx")).expect("unpin the link");
+    run_and_leave(&testbed, &config, true);
+    let reattached = attached_since(&config);
+    assert!(
+        reattached > replaced,
+        "attaching anew kept `since` at {replaced}, now {reattached}"
     );
 }
 
