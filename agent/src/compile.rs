@@ -401,13 +401,19 @@ struct Evaluator<'a> {
     cache: Vec<Option<(ProfileId, FeedId, Bits)>>,
 }
 
-/// Slots of the evaluator's cache: 1 MiB.
-const CACHE_SLOTS: usize = 1 << 15;
+/// Most slots of the evaluator's cache: 32 MiB.
+const MAX_CACHE_SLOTS: usize = 1 << 20;
 
-fn cache_slot(profile: ProfileId, feed: FeedId) -> usize {
+/// One slot a profile, up to [`MAX_CACHE_SLOTS`]; a power of two.
+fn cache_slots(profiles: usize) -> usize {
+    profiles.next_power_of_two().clamp(1 << 10, MAX_CACHE_SLOTS)
+}
+
+/// The slot of (profile, feed) among `slots`.
+fn cache_slot(profile: ProfileId, feed: FeedId, slots: usize) -> usize {
     let key = (u64::from(feed) << 32) | u64::from(profile);
     // Fibonacci hashing spreads consecutive profile ids across the slots.
-    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - slots.trailing_zeros())) as usize
 }
 
 impl<'a> Evaluator<'a> {
@@ -427,7 +433,7 @@ impl<'a> Evaluator<'a> {
             now,
             any_bits,
             all_bits,
-            cache: vec![None; CACHE_SLOTS],
+            cache: vec![None; cache_slots(intel.profile_count())],
         }
     }
 
@@ -477,7 +483,7 @@ impl<'a> Evaluator<'a> {
 
     /// The cached predicates that hold for one sighting alone.
     fn sighting_bits(&mut self, address: IpAddr, sighting: &Sighting) -> Bits {
-        let slot = cache_slot(sighting.profile, sighting.feed);
+        let slot = cache_slot(sighting.profile, sighting.feed, self.cache.len());
         if let Some((profile, feed, bits)) = self.cache[slot]
             && profile == sighting.profile
             && feed == sighting.feed

@@ -17,6 +17,7 @@ pub struct CheckReport {
     pub predicates: Vec<String>,
     pub classes: usize,
     pub maps: MapSummary,
+    pub cost: CostSummary,
     pub diagnostics: Vec<String>,
     /// Addresses the safety allowlist keeps reachable, with the reason.
     pub protected: Vec<String>,
@@ -46,6 +47,18 @@ pub struct RuleSummary {
     pub selected: u64,
 }
 
+/// Time and memory that loading took.
+#[derive(Debug, Serialize)]
+pub struct CostSummary {
+    /// Reading and parsing every feed.
+    pub feeds_ms: u64,
+    /// Evaluating the rules over the indicators.
+    pub compile_ms: u64,
+    /// Bytes the intel store holds for indicators, attribute lists and
+    /// profiles (interned strings not included).
+    pub intel_bytes: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct MapSummary {
     pub hosts_v4: usize,
@@ -72,6 +85,11 @@ impl CheckReport {
                 hosts_v6: compiled.image.hosts_v6.len(),
                 prefixes_v4: compiled.image.prefixes_v4.len(),
                 prefixes_v6: compiled.image.prefixes_v6.len(),
+            },
+            cost: CostSummary {
+                feeds_ms: loaded.timings.feeds.as_millis() as u64,
+                compile_ms: loaded.timings.compile.as_millis() as u64,
+                intel_bytes: loaded.intel.bytes() as u64,
             },
             diagnostics: loaded
                 .feeds
@@ -121,6 +139,13 @@ impl CheckReport {
             self.maps.hosts_v6,
             self.maps.prefixes_v4,
             self.maps.prefixes_v6
+        );
+        let _ = writeln!(
+            text,
+            "took {:.1} s to load feeds and {:.1} s to compile; intel store {:.1} MiB",
+            self.cost.feeds_ms as f64 / 1000.0,
+            self.cost.compile_ms as f64 / 1000.0,
+            self.cost.intel_bytes as f64 / (1024.0 * 1024.0)
         );
         text
     }

@@ -57,6 +57,15 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// Moves a line finding `lines` lines further into the file.
+    pub fn shift_lines(&mut self, lines: u64) {
+        if self.object.is_none() {
+            self.line += lines;
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.object {

@@ -20,6 +20,9 @@ pub struct LineReader<R> {
     buffer: Vec<u8>,
     /// Number of the line last returned, counted from 1.
     number: u64,
+    /// Whether the reader starts at the start of the file, where a
+    /// byte-order mark may be.
+    at_file_start: bool,
 }
 
 pub struct Line<'a> {
@@ -41,7 +44,22 @@ impl<R: BufRead> LineReader<R> {
             path: path.to_owned(),
             buffer: Vec::with_capacity(256),
             number: 0,
+            at_file_start: true,
         }
+    }
+
+    /// A reader of part of a file that starts after a line end; its line
+    /// numbers count from that point.
+    pub fn for_part(reader: R, path: &Path) -> Self {
+        LineReader {
+            at_file_start: false,
+            ..LineReader::new(reader, path)
+        }
+    }
+
+    /// Lines read so far.
+    pub fn lines_read(&self) -> u64 {
+        self.number
     }
 
     /// Reads the next line; `None` at the end of the file. A line that is
@@ -64,6 +82,7 @@ impl<R: BufRead> LineReader<R> {
             bytes = rest;
         }
         if self.number == 1
+            && self.at_file_start
             && let Some(rest) = bytes.strip_prefix(BOM)
         {
             bytes = rest;

@@ -217,6 +217,60 @@ impl<'a> FeedLoad<'a> {
         install(report)
     }
 
+    /// Ends the load of one part of a feed, for [`FeedLoad::absorb`].
+    pub fn into_part(self) -> LoadedPart {
+        LoadedPart {
+            report: self.report,
+            records: self.records,
+            first_rejection: self.first_rejection,
+        }
+    }
+
+    /// Takes in a part of this feed that another store loaded: its
+    /// profiles, its records and its counts, with its line numbers moved
+    /// on by `lines_before`, the lines of the file before the part. A
+    /// warning whose message equals one already kept is dropped: each part
+    /// reports once what the whole file reports once (an unknown key), and
+    /// the count of normalised lines stays exact either way.
+    pub fn absorb(&mut self, fragment: &Intel, part: LoadedPart, lines_before: u64) {
+        let profiles = self.intel.import_profiles(fragment);
+        let feed = self.feed;
+        let mut records = part.records;
+        records.rewrite(|sighting| {
+            sighting.profile = profiles[sighting.profile as usize];
+            sighting.feed = feed;
+        });
+        self.records.append(&mut records);
+
+        let report = part.report;
+        self.report.read += report.read;
+        self.report.rejected += report.rejected;
+        self.report.skipped += report.skipped;
+        self.report.normalised += report.normalised;
+        self.report.diagnostics_omitted += report.diagnostics_omitted;
+        for mut diagnostic in report.diagnostics {
+            diagnostic.shift_lines(lines_before);
+            let repeated = diagnostic.severity == Severity::Warning
+                && self.report.diagnostics.iter().any(|kept| {
+                    kept.severity == Severity::Warning && kept.message == diagnostic.message
+                });
+            if repeated {
+                continue;
+            }
+            if self.report.diagnostics.len() >= MAX_DIAGNOSTICS {
+                self.report.diagnostics_omitted += 1;
+            } else {
+                self.report.diagnostics.push(diagnostic);
+            }
+        }
+        if self.first_rejection.is_none()
+            && let Some(mut first) = part.first_rejection
+        {
+            first.shift_lines(lines_before);
+            self.first_rejection = Some(first);
+        }
+    }
+
     /// Stores a diagnostic unless the cap is reached; the message is only
     /// formatted when it is stored.
     fn push(&mut self, at: Location<'_>, severity: Severity, message: fmt::Arguments<'_>) {
@@ -249,6 +303,13 @@ impl<'a> FeedLoad<'a> {
             message: message.to_string(),
         }
     }
+}
+
+/// What one part of a feed loaded, before it joins the others.
+pub struct LoadedPart {
+    report: FeedReport,
+    records: TableBuilder,
+    first_rejection: Option<Diagnostic>,
 }
 
 /// The attribute values of one record, the config's included, turned into a

@@ -27,6 +27,7 @@ mod lines;
 mod list;
 mod load;
 mod misp;
+mod parallel;
 mod stix2;
 mod time;
 
@@ -188,6 +189,21 @@ pub enum FeedError {
     },
 }
 
+impl FeedError {
+    /// Moves the line an error names `lines` lines further into the file:
+    /// for an error found in a part of the file that starts there.
+    fn shift_lines(mut self, lines: u64) -> FeedError {
+        match &mut self {
+            FeedError::Read { line, .. } | FeedError::NotUtf8 { line, .. } => *line += lines,
+            FeedError::NothingLoaded { first, .. } | FeedError::Strict { first, .. } => {
+                first.shift_lines(lines)
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
 /// Loads the feed `config` describes into `intel`, registering the feed
 /// under its name. `now` is the `last_seen` of indicators whose record gives
 /// none.
@@ -215,7 +231,23 @@ pub fn load_feed(
         Some(format) => (format, None),
         None => detect(config, || Input::open(path))?,
     };
-    load_input(config, format, document, Input::open(path)?, intel, now)
+    let mut input = Input::open(path)?;
+    if let Input::Plain(reader) = &mut input {
+        let size = reader
+            .get_ref()
+            .metadata()
+            .map_or(0, |metadata| metadata.len());
+        let start = reader.fill_buf().map_err(|source| FeedError::Read {
+            path: path.to_owned(),
+            line: 1,
+            source,
+        })?;
+        if parallel::suits(format, size, start) {
+            let parts = rayon::current_num_threads();
+            return parallel::load(config, format, size, parts, intel, now);
+        }
+    }
+    load_input(config, format, document, input, intel, now)
 }
 
 /// Parses a feed held in memory, as [`load_feed`] parses a file: the
@@ -289,3 +321,6 @@ mod public_feed_tests;
 
 #[cfg(test)]
 mod format_tests;
+
+#[cfg(test)]
+mod parallel_tests;

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
-use lasso::{Rodeo, Spur};
+use lasso::{Key, Rodeo, Spur};
 use rustc_hash::FxBuildHasher;
 
 pub use self::profiles::Profile;
@@ -122,6 +122,10 @@ impl Sighting {
         (self.score != Self::NO_SCORE).then_some(self.score)
     }
 }
+
+/// Profiles of a fragment above which [`Intel::import_profiles`] copies
+/// rather than deduplicates.
+const IMPORT_DEDUP_LIMIT: usize = 1 << 16;
 
 /// A feed as the store knows it.
 #[derive(Clone, Debug)]
@@ -243,6 +247,44 @@ impl Intel {
         values.sort_unstable();
         values.dedup();
         values
+    }
+
+    /// Copies the strings, lists and profiles of `fragment`, a store that
+    /// one worker filled while loading part of a feed, and returns each of
+    /// its profile ids' id here. Profiles are deduplicated only when the
+    /// fragment has few: a fragment with millions has lines that each carry
+    /// their own mix, and looking each up would cost more than the copies.
+    pub fn import_profiles(&mut self, fragment: &Intel) -> Vec<ProfileId> {
+        let mut symbols: Vec<Option<Symbol>> = vec![None; fragment.strings.len()];
+        for (symbol, text) in fragment.strings.iter() {
+            symbols[symbol.into_usize()] = Some(self.strings.get_or_intern(text));
+        }
+        let mut values = Vec::new();
+        let list_ids: Vec<ListId> =
+            (0..fragment.lists.len())
+                .map(|id| {
+                    values.clear();
+                    values.extend(fragment.lists.get(id as ListId).iter().map(|symbol| {
+                        symbols[symbol.into_usize()].expect("every symbol is copied")
+                    }));
+                    values.sort_unstable();
+                    self.lists.intern(&values)
+                })
+                .collect();
+        let dedup = fragment.profiles.len() <= IMPORT_DEDUP_LIMIT;
+        fragment
+            .profiles
+            .all()
+            .iter()
+            .map(|lists| {
+                let lists = lists.map(|id| list_ids[id as usize]);
+                if dedup {
+                    self.profiles.intern(lists)
+                } else {
+                    self.profiles.push_unindexed(lists)
+                }
+            })
+            .collect()
     }
 
     /// Installs the indicators of `feed`, replacing what it had.

@@ -85,6 +85,17 @@ impl TableBuilder {
         self.len() == 0
     }
 
+    /// Applies `change` to every sighting, on every core.
+    pub fn rewrite(&mut self, change: impl Fn(&mut Sighting) + Sync) {
+        use rayon::iter::{IntoParallelRefMutIterator, ParallelIterator};
+        self.v4
+            .par_iter_mut()
+            .for_each(|(_, sighting)| change(sighting));
+        self.v6
+            .par_iter_mut()
+            .for_each(|(_, sighting)| change(sighting));
+    }
+
     /// Sorts the records and merges identical ones.
     pub fn finish(self) -> (IndicatorTable, TableCounts) {
         let (v4, v4_counts) = sorted_run(self.v4);

@@ -1,0 +1,152 @@
+//! Loading one large line-format file on every core.
+//!
+//! The file is cut into parts at line ends, one part a worker. Each worker
+//! parses its part into a store of its own (strings, profiles, records), so
+//! workers share nothing while they parse. The parts then join the feed's
+//! load in file order: profiles are copied into the main store, records
+//! rewritten to the copied ids, and line numbers of diagnostics moved on by
+//! the lines of the parts before.
+//!
+//! Only plain `list` and `jsonl` files are cut: a compressed stream cannot be
+//! entered in the middle, a CSV field may hold a line end inside quotes, and
+//! the document formats are parsed whole.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use jiff::Timestamp;
+use rayon::prelude::*;
+
+use super::input::READ_BUFFER_BYTES;
+use super::lines::LineReader;
+use super::load::{FeedLoad, LoadedPart};
+use super::{FeedError, FeedReport, jsonl, list};
+use crate::config::{FeedConfig, FeedFormat};
+use crate::intel::Intel;
+
+/// Files smaller than this load on one core: below it, cutting and joining
+/// cost more than they save.
+pub const MIN_PARALLEL_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Whether a feed of `format` in a file of `size` bytes starting with
+/// `start` loads in parts.
+pub fn suits(format: FeedFormat, size: u64, start: &[u8]) -> bool {
+    matches!(format, FeedFormat::List | FeedFormat::Jsonl)
+        && size >= MIN_PARALLEL_BYTES
+        && !super::input::is_compressed(start)
+        && rayon::current_num_threads() > 1
+}
+
+/// One part's result: its store, what it loaded and how many lines it had.
+struct Part {
+    fragment: Intel,
+    loaded: LoadedPart,
+    lines: u64,
+}
+
+/// Loads the file in at most `parts` parts, on the global thread pool.
+pub fn load(
+    config: &FeedConfig,
+    format: FeedFormat,
+    size: u64,
+    parts: usize,
+    intel: &mut Intel,
+    now: Timestamp,
+) -> Result<FeedReport, FeedError> {
+    let path = config.path.as_path();
+    let bounds = part_bounds(path, size, parts)?;
+    let parts: Vec<Result<Part, FeedError>> = bounds
+        .par_iter()
+        .enumerate()
+        .map(|(index, &(start, end))| load_part(config, format, index == 0, start, end, now))
+        .collect();
+
+    let mut load = FeedLoad::new(config, intel, now, format);
+    let mut lines_before = 0;
+    for part in parts {
+        let part = part.map_err(|error| error.shift_lines(lines_before))?;
+        load.absorb(&part.fragment, part.loaded, lines_before);
+        lines_before += part.lines;
+    }
+    load.finish()
+}
+
+fn load_part(
+    config: &FeedConfig,
+    format: FeedFormat,
+    at_file_start: bool,
+    start: u64,
+    end: u64,
+    now: Timestamp,
+) -> Result<Part, FeedError> {
+    let path = config.path.as_path();
+    let read_error = |source| FeedError::Read {
+        path: path.to_owned(),
+        line: 0,
+        source,
+    };
+    let mut file = File::open(path).map_err(|source| FeedError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
+    let reader = BufReader::with_capacity(READ_BUFFER_BYTES, file.take(end - start));
+    let mut lines = if at_file_start {
+        LineReader::new(reader, path)
+    } else {
+        LineReader::for_part(reader, path)
+    };
+
+    let mut fragment = Intel::new();
+    let mut load = FeedLoad::new(config, &mut fragment, now, format);
+    match format {
+        FeedFormat::List => list::load(&mut lines, &mut load)?,
+        FeedFormat::Jsonl => jsonl::load(&mut lines, &mut load)?,
+        _ => unreachable!("only line formats load in parts"),
+    }
+    let loaded = load.into_part();
+    Ok(Part {
+        fragment,
+        loaded,
+        lines: lines.lines_read(),
+    })
+}
+
+/// Cuts `0..size` into at most `count` ranges that each end after a line
+/// end (or at the end of the file).
+fn part_bounds(path: &Path, size: u64, count: usize) -> Result<Vec<(u64, u64)>, FeedError> {
+    let read_error = |source| FeedError::Read {
+        path: path.to_owned(),
+        line: 0,
+        source,
+    };
+    let mut file = File::open(path).map_err(|source| FeedError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut cuts = vec![0];
+    let mut buffer = vec![0u8; 64 * 1024];
+    for index in 1..count as u64 {
+        let mut at = (size * index / count as u64).max(*cuts.last().expect("cuts start at 0"));
+        file.seek(SeekFrom::Start(at)).map_err(read_error)?;
+        // Move to just past the next line end; a part that would start
+        // inside an overlong line starts after it instead.
+        loop {
+            let read = file.read(&mut buffer).map_err(read_error)?;
+            if read == 0 {
+                at = size;
+                break;
+            }
+            if let Some(newline) = memchr::memchr(b'\n', &buffer[..read]) {
+                at += newline as u64 + 1;
+                break;
+            }
+            at += read as u64;
+        }
+        cuts.push(at);
+    }
+    cuts.push(size);
+    cuts.dedup();
+    Ok(cuts.windows(2).map(|pair| (pair[0], pair[1])).collect())
+}
