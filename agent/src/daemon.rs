@@ -732,6 +732,7 @@ fn build_dataplane(
     let mut dataplane =
         Dataplane::load_with(Capacity::for_image(image), Some(&maps_dir), interfaces)
             .context("cannot load the XDP program")?;
+    let program_loaded = started.elapsed();
     set_interface_slots(&dataplane, &loaded.config)?;
     dataplane
         .set_log_rules(&observation.settings)
@@ -745,7 +746,8 @@ fn build_dataplane(
             + image.prefixes_v4.len()
             + image.prefixes_v6.len(),
         classes = loaded.compiled.registry.class_count(),
-        took_ms = started.elapsed().as_millis() as u64,
+        program_ms = program_loaded.as_millis() as u64,
+        write_ms = (started.elapsed() - program_loaded).as_millis() as u64,
         "maps written"
     );
     let known = previous.map_or(&[][..], |state| state.interfaces.as_slice());

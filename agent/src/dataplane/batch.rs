@@ -14,6 +14,9 @@ const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// locks per element, so a bounded chunk keeps a single call short.
 const CHUNK: usize = 16_384;
 
+/// Writes of fewer elements stay on the calling thread.
+const PARALLEL_MIN: usize = 4 * CHUNK;
+
 /// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
 #[repr(C)]
 #[derive(Default)]
@@ -32,7 +35,7 @@ struct BatchAttr {
 ///
 /// # Safety
 /// The type must have no padding and no invalid bit patterns.
-pub unsafe trait Plain: Copy {}
+pub unsafe trait Plain: Copy + Sync {}
 
 // SAFETY: byte arrays and integers have no padding.
 unsafe impl<const N: usize> Plain for [u8; N] {}
@@ -76,20 +79,32 @@ impl<const N: usize> PartialOrd for LpmKey<N> {
     }
 }
 
-/// Writes every `(key, value)` pair, creating or replacing elements.
+/// Writes every `(key, value)` pair, creating or replacing elements. A
+/// large write is split across the cores: hash maps lock per bucket, so
+/// writers on different CPUs rarely wait for each other.
 pub fn update<K: Plain, V: Plain>(map: BorrowedFd<'_>, keys: &[K], values: &[V]) -> io::Result<()> {
+    use rayon::prelude::*;
     assert_eq!(keys.len(), values.len(), "one value per key");
-    for (key_chunk, value_chunk) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+    let map_fd = map.as_raw_fd() as u32;
+    let write = |(key_chunk, value_chunk): (&[K], &[V])| {
         let mut attr = BatchAttr {
             keys: key_chunk.as_ptr() as u64,
             values: value_chunk.as_ptr() as u64,
             count: key_chunk.len() as u32,
-            map_fd: map.as_raw_fd() as u32,
+            map_fd,
             ..BatchAttr::default()
         };
-        call(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+        call(BPF_MAP_UPDATE_BATCH, &mut attr)
+    };
+    if keys.len() < PARALLEL_MIN {
+        return keys
+            .chunks(CHUNK)
+            .zip(values.chunks(CHUNK))
+            .try_for_each(write);
     }
-    Ok(())
+    keys.par_chunks(CHUNK)
+        .zip(values.par_chunks(CHUNK))
+        .try_for_each(write)
 }
 
 /// Deletes every key present. A key already absent is not an error: callers
