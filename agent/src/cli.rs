@@ -297,7 +297,12 @@ pub(crate) fn print_diagnostics(loaded: &Loaded) {
     for warning in &loaded.rule_warnings {
         eprintln!("warning: {warning}");
     }
-    for feed in &loaded.feeds {
+    // A feed kept from the previous load had its diagnostics shown then.
+    for feed in loaded
+        .feeds
+        .iter()
+        .filter(|feed| !loaded.reused.contains(&feed.name))
+    {
         for diagnostic in &feed.diagnostics {
             eprintln!("{diagnostic}");
         }
@@ -325,6 +330,14 @@ fn check(config: &Path, json: bool) -> Result<()> {
 
 pub(crate) fn log_loaded(loaded: &Loaded) {
     for feed in &loaded.feeds {
+        if loaded.reused.contains(&feed.name) {
+            tracing::info!(
+                feed = %feed.name,
+                indicators = feed.indicators,
+                "feed unchanged since the last load; its indicators are kept"
+            );
+            continue;
+        }
         tracing::info!(
             feed = %feed.name,
             read = feed.read,

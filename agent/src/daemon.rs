@@ -491,7 +491,12 @@ impl Agent {
             Trigger::Expiry => self
                 .recompile_same_intel()
                 .map(|next| next.map(|compiled| Next::Compiled(Box::new(compiled)))),
-            _ => load(&self.config_path, &self.current.compiled.registry)
+            // SIGHUP reads every feed again, for an operator who wants no
+            // doubt about what is loaded; other triggers read only feeds
+            // whose file or settings changed.
+            Trigger::Hangup => load(&self.config_path, &self.current.compiled.registry)
+                .map(|next| Some(Next::Loaded(Box::new(next)))),
+            Trigger::FileChanged | Trigger::Refresh => reload(&self.config_path, &self.current)
                 .map(|next| Some(Next::Loaded(Box::new(next)))),
         };
         let next = match result {
@@ -709,6 +714,14 @@ impl Agent {
 
 fn load(config_path: &Path, registry: &Registry) -> Result<Loaded> {
     let loaded = pipeline::load_with(config_path, now(), &FetchOptions::default(), registry)?;
+    crate::cli::print_diagnostics(&loaded);
+    crate::cli::log_loaded(&loaded);
+    Ok(loaded)
+}
+
+/// Loads again, reading only feeds that changed since `current` loaded.
+fn reload(config_path: &Path, current: &Loaded) -> Result<Loaded> {
+    let loaded = pipeline::reload(config_path, now(), &FetchOptions::default(), current)?;
     crate::cli::print_diagnostics(&loaded);
     crate::cli::log_loaded(&loaded);
     Ok(loaded)

@@ -88,6 +88,11 @@ pub struct Loaded {
     pub config: Config,
     pub intel: Intel,
     pub feeds: Vec<FeedReport>,
+    /// The file each feed loaded from as it was when read, in config order;
+    /// `None` for a directory or a file that could not be examined.
+    pub stamps: Vec<Option<FileStamp>>,
+    /// Feeds taken over from the previous load unread, by name.
+    pub reused: Vec<String>,
     /// Origin of each `url` feed's data, in config order.
     pub sources: Vec<SourceReport>,
     pub compiled: Compiled,
@@ -121,6 +126,35 @@ pub fn load_with(
     fetch_options: &FetchOptions,
     previous: &Registry,
 ) -> Result<Loaded, LoadError> {
+    load_inner(path, now, fetch_options, previous, None)
+}
+
+/// Loads again after `previous`: a feed whose settings and file are
+/// unchanged since `previous` read it keeps its indicators unread, and the
+/// rest load as [`load_with`] loads them. `previous` itself is not changed,
+/// so that it can stay enforced if this load fails.
+pub fn reload(
+    path: &Path,
+    now: Timestamp,
+    fetch_options: &FetchOptions,
+    previous: &Loaded,
+) -> Result<Loaded, LoadError> {
+    load_inner(
+        path,
+        now,
+        fetch_options,
+        &previous.compiled.registry,
+        Some(previous),
+    )
+}
+
+fn load_inner(
+    path: &Path,
+    now: Timestamp,
+    fetch_options: &FetchOptions,
+    registry: &Registry,
+    previous: Option<&Loaded>,
+) -> Result<Loaded, LoadError> {
     let config = Config::load(path)?;
     let lists = parse_lists(&config)?;
     let protected = safety::discover(&config.safety)?;
@@ -129,7 +163,8 @@ pub fn load_with(
 
     let started = Instant::now();
     let mut inputs = fetch_feeds(&config, fetch_options)?;
-    let (intel, feeds) = load_feeds(&config, &mut inputs, now)?;
+    let previous = previous.filter(|previous| !previous.intel.is_worth_rebuilding());
+    let (intel, feeds) = load_feeds(&config, &mut inputs, now, previous)?;
     let sources = inputs
         .into_iter()
         .filter_map(|input| input.report)
@@ -140,7 +175,7 @@ pub fn load_with(
     let mut rule_warnings = unused_values(&rules, &intel);
     rule_warnings.extend(invalid_countries(&intel));
     let started = Instant::now();
-    let compiled = compile::compile(rules, &intel, now, previous)?;
+    let compiled = compile::compile(rules, &intel, now, registry)?;
     check_map_limit(&compiled.image, config.agent.max_map_entries)?;
     let timings = Timings {
         feeds: feeds_took,
@@ -149,7 +184,9 @@ pub fn load_with(
     Ok(Loaded {
         config,
         intel,
-        feeds,
+        feeds: feeds.reports,
+        stamps: feeds.stamps,
+        reused: feeds.reused,
         sources,
         compiled,
         timings,
@@ -333,28 +370,123 @@ fn fall_back(feed_config: &FeedConfig, error: String) -> SourceStatus {
     SourceStatus::KeptCopy { error, age }
 }
 
-/// Loads every feed into a new store.
-///
-/// A download that fails to load may already have added part of its
-/// sightings, and the store cannot take them out again. So the pass starts
-/// over on a new store, with that feed on its kept copy. Each restart turns
-/// one download into a kept copy, so there are at most as many restarts as
-/// downloads, and a load where every download is valid reads each feed once.
+/// What [`load_feeds`] gives besides the store, in config order.
+struct LoadedFeeds {
+    reports: Vec<FeedReport>,
+    stamps: Vec<Option<FileStamp>>,
+    reused: Vec<String>,
+}
+
+/// Loads every feed into a store: a new one, or a copy of `previous`'s in
+/// which feeds unchanged since it keep their indicators.
 fn load_feeds(
     config: &Config,
     inputs: &mut [FeedInput],
     now: Timestamp,
-) -> Result<(Intel, Vec<FeedReport>), LoadError> {
-    'pass: loop {
-        let mut intel = Intel::new();
-        let mut reports = Vec::with_capacity(config.feeds.len());
-        for (feed_config, input) in config.feeds.iter().zip(inputs.iter_mut()) {
-            match load_input(feed_config, input, &mut intel, now)? {
-                Some(report) => reports.push(report),
-                None => continue 'pass,
+    previous: Option<&Loaded>,
+) -> Result<(Intel, LoadedFeeds), LoadError> {
+    let mut intel = match previous {
+        Some(previous) => {
+            let mut intel = previous.intel.clone();
+            for gone in previous
+                .config
+                .feeds
+                .iter()
+                .filter(|old| config.feeds.iter().all(|new| new.name != old.name))
+            {
+                let id = intel.add_feed(&gone.name);
+                intel.clear_table(id);
             }
+            intel
         }
-        return Ok((intel, reports));
+        None => Intel::new(),
+    };
+    let mut feeds = LoadedFeeds {
+        reports: Vec::with_capacity(config.feeds.len()),
+        stamps: Vec::with_capacity(config.feeds.len()),
+        reused: Vec::new(),
+    };
+    for (feed_config, input) in config.feeds.iter().zip(inputs.iter_mut()) {
+        let stamp = FileStamp::of(&feed_config.path);
+        if input.download.is_none()
+            && let Some(report) =
+                previous.and_then(|previous| unchanged(previous, feed_config, stamp))
+        {
+            feeds.reports.push(report.clone());
+            feeds.stamps.push(stamp);
+            feeds.reused.push(feed_config.name.clone());
+            continue;
+        }
+        // A download that does not load turns `input` into its kept copy,
+        // which then loads like a file; the failed attempt left nothing in
+        // the store, because a feed's indicators go in only when its load
+        // succeeds.
+        let downloaded = input.download.is_some();
+        let report = loop {
+            if let Some(report) = load_input(feed_config, input, &mut intel, now)? {
+                break report;
+            }
+        };
+        feeds.reports.push(report);
+        // A file is stamped before it is read, so that a change while it
+        // loads shows at the next reload; a download is stamped once it has
+        // become the kept copy.
+        feeds.stamps.push(match downloaded {
+            true => FileStamp::of(&feed_config.path),
+            false => stamp,
+        });
+    }
+    if previous.is_none() {
+        intel.set_baseline();
+    }
+    Ok((intel, feeds))
+}
+
+/// The report of `feed_config` in `previous` if the feed had the same
+/// settings there and its file is still as `previous` read it.
+fn unchanged<'a>(
+    previous: &'a Loaded,
+    feed_config: &FeedConfig,
+    stamp: Option<FileStamp>,
+) -> Option<&'a FeedReport> {
+    let stamp = stamp?;
+    let index = previous
+        .config
+        .feeds
+        .iter()
+        .position(|old| old == feed_config)?;
+    (previous.stamps.get(index).copied().flatten() == Some(stamp))
+        .then(|| previous.feeds.get(index))
+        .flatten()
+}
+
+/// Identity and version of a feed file: a file rewritten in place changes
+/// its size or modification time, and a file replaced by a rename changes
+/// its inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: std::time::SystemTime,
+}
+
+impl FileStamp {
+    /// The stamp of a regular file; `None` for a directory (a MISP feed,
+    /// whose event files can change without changing it) or a path that
+    /// cannot be examined.
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        if !metadata.is_file() {
+            return None;
+        }
+        Some(FileStamp {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified: metadata.modified().ok()?,
+        })
     }
 }
 
@@ -586,5 +718,111 @@ mod tests {
         assert_eq!(verdict.fate, intelwall_common::Fate::Allow);
         let (_, verdict) = loaded.compiled.verdict_for("192.0.2.4".parse().unwrap());
         assert_eq!(verdict.fate, intelwall_common::Fate::Drop);
+    }
+
+    fn two_feed_config(dir: &Path, scan_datasets: &str) -> std::path::PathBuf {
+        write(
+            dir,
+            "intelwall.toml",
+            &format!(
+                "[safety]\nenabled = false\n\n\
+                 [[feed]]\nname = \"drop\"\npath = \"drop.txt\"\ndatasets = [\"drop\"]\n\n\
+                 [[feed]]\nname = \"scan\"\npath = \"scan.txt\"\ndatasets = [{scan_datasets}]\n\n{RULE}"
+            ),
+        )
+    }
+
+    fn fate(loaded: &Loaded, address: &str) -> intelwall_common::Fate {
+        loaded.compiled.verdict_for(address.parse().unwrap()).1.fate
+    }
+
+    #[test]
+    fn reload_reads_only_changed_feeds() {
+        use intelwall_common::Fate;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "drop.txt", "192.0.2.1\n192.0.2.2\n");
+        write(dir.path(), "scan.txt", "198.51.100.1\n");
+        let config = two_feed_config(dir.path(), "\"drop\"");
+        let first = load(&config, now()).unwrap();
+        assert!(first.reused.is_empty());
+
+        // A rename puts new contents in place the way feed tools do.
+        write(dir.path(), "scan.new", "198.51.100.2\n");
+        std::fs::rename(dir.path().join("scan.new"), dir.path().join("scan.txt")).unwrap();
+        let second = reload(&config, now(), &FetchOptions::default(), &first).unwrap();
+        assert_eq!(second.reused, ["drop"]);
+        assert_eq!(fate(&second, "192.0.2.1"), Fate::Drop);
+        assert_eq!(fate(&second, "198.51.100.1"), Fate::Pass);
+        assert_eq!(fate(&second, "198.51.100.2"), Fate::Drop);
+        assert_eq!(second.feeds[0].indicators, 2);
+        assert_eq!(second.compiled.selected, [3]);
+        assert_eq!(second.intel.indicator_count(), 3);
+        // The previous load is left as it was, to stay enforced on failure.
+        assert_eq!(fate(&first, "198.51.100.1"), Fate::Drop);
+
+        // Nothing changed: every feed is kept.
+        let third = reload(&config, now(), &FetchOptions::default(), &second).unwrap();
+        assert_eq!(third.reused, ["drop", "scan"]);
+        assert_eq!(third.compiled.image, second.compiled.image);
+    }
+
+    #[test]
+    fn reload_reads_a_feed_whose_settings_changed() {
+        use intelwall_common::Fate;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "drop.txt", "192.0.2.1\n");
+        write(dir.path(), "scan.txt", "198.51.100.1\n");
+        let config = two_feed_config(dir.path(), "\"drop\"");
+        let first = load(&config, now()).unwrap();
+        assert_eq!(fate(&first, "198.51.100.1"), Fate::Drop);
+
+        two_feed_config(dir.path(), "\"scan\"");
+        let second = reload(&config, now(), &FetchOptions::default(), &first).unwrap();
+        assert_eq!(second.reused, ["drop"]);
+        assert_eq!(fate(&second, "198.51.100.1"), Fate::Pass);
+    }
+
+    #[test]
+    fn reload_drops_a_feed_removed_from_the_config() {
+        use intelwall_common::Fate;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "drop.txt", "192.0.2.1\n");
+        write(dir.path(), "scan.txt", "198.51.100.1\n");
+        let config = two_feed_config(dir.path(), "\"drop\"");
+        let first = load(&config, now()).unwrap();
+        write(
+            dir.path(),
+            "intelwall.toml",
+            &format!(
+                "[safety]\nenabled = false\n\n\
+                 [[feed]]\nname = \"drop\"\npath = \"drop.txt\"\ndatasets = [\"drop\"]\n\n{RULE}"
+            ),
+        );
+        let second = reload(&config, now(), &FetchOptions::default(), &first).unwrap();
+        assert_eq!(second.reused, ["drop"]);
+        assert_eq!(fate(&second, "198.51.100.1"), Fate::Pass);
+        assert_eq!(second.intel.indicator_count(), 1);
+    }
+
+    #[test]
+    fn failed_reload_leaves_the_previous_load_whole() {
+        use intelwall_common::Fate;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "drop.txt", "192.0.2.1\n");
+        write(dir.path(), "scan.txt", "198.51.100.1\n");
+        let config = two_feed_config(dir.path(), "\"drop\"");
+        let first = load(&config, now()).unwrap();
+        write(dir.path(), "drop.txt", "192.0.2.7\n");
+        write(dir.path(), "scan.txt", "not an address\n");
+        let Err(error) = reload(&config, now(), &FetchOptions::default(), &first) else {
+            panic!("a feed with no valid line loaded");
+        };
+        assert!(error.to_string().contains("feed `scan`"), "{error}");
+        assert_eq!(fate(&first, "192.0.2.1"), Fate::Drop);
+        assert_eq!(fate(&first, "198.51.100.1"), Fate::Drop);
+        assert_eq!(
+            first.intel.sightings(&"192.0.2.7/32".parse().unwrap()),
+            None
+        );
     }
 }

@@ -29,8 +29,8 @@ use crate::intel::Intel;
 /// cost more than they save.
 pub const MIN_PARALLEL_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Whether a feed of `format` in a file of `size` bytes starting with
-/// `start` loads in parts.
+/// Returns whether a feed of `format` in a file of `size` bytes starting
+/// with `start` loads in parts.
 pub fn suits(format: FeedFormat, size: u64, start: &[u8]) -> bool {
     matches!(format, FeedFormat::List | FeedFormat::Jsonl)
         && size >= MIN_PARALLEL_BYTES

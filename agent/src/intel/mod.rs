@@ -16,6 +16,7 @@ mod profiles;
 mod table;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
@@ -127,6 +128,10 @@ impl Sighting {
 /// rather than deduplicates.
 const IMPORT_DEDUP_LIMIT: usize = 1 << 16;
 
+/// Profiles a store may gain over twice its baseline before
+/// [`Intel::is_worth_rebuilding`] says so.
+const REBUILD_SLACK_PROFILES: usize = 1 << 16;
+
 /// A feed as the store knows it.
 #[derive(Clone, Debug)]
 pub struct FeedInfo {
@@ -136,13 +141,18 @@ pub struct FeedInfo {
 
 /// Every indicator of every loaded feed: one sorted table a feed, merged
 /// when read.
+#[derive(Clone)]
 pub struct Intel {
     strings: Rodeo<Spur, FxBuildHasher>,
     lists: Lists,
     profiles: Profiles,
     feeds: Vec<FeedInfo>,
-    /// Indexed by [`FeedId`]; empty until the feed's load finishes.
-    tables: Vec<IndicatorTable>,
+    /// Indexed by [`FeedId`]; empty until the feed's load finishes. Shared,
+    /// so that a reload that keeps a feed copies no indicators.
+    tables: Vec<Arc<IndicatorTable>>,
+    /// Profiles when the store was last built from nothing; see
+    /// [`Intel::is_worth_rebuilding`].
+    baseline_profiles: usize,
 }
 
 impl std::fmt::Debug for Intel {
@@ -154,7 +164,7 @@ impl std::fmt::Debug for Intel {
             .field("feeds", &self.feeds)
             .field(
                 "records",
-                &self.tables.iter().map(IndicatorTable::len).sum::<usize>(),
+                &self.tables.iter().map(|table| table.len()).sum::<usize>(),
             )
             .finish()
     }
@@ -168,6 +178,7 @@ impl Default for Intel {
             profiles: Profiles::default(),
             feeds: Vec::new(),
             tables: Vec::new(),
+            baseline_profiles: 0,
         }
     }
 }
@@ -201,7 +212,7 @@ impl Intel {
             name: name.to_owned(),
             symbol,
         });
-        self.tables.push(IndicatorTable::default());
+        self.tables.push(Arc::default());
         (self.feeds.len() - 1) as FeedId
     }
 
@@ -289,7 +300,26 @@ impl Intel {
 
     /// Installs the indicators of `feed`, replacing what it had.
     pub fn set_table(&mut self, feed: FeedId, table: IndicatorTable) {
-        self.tables[usize::from(feed)] = table;
+        self.tables[usize::from(feed)] = Arc::new(table);
+    }
+
+    /// Drops the indicators of `feed`; its name stays registered.
+    pub fn clear_table(&mut self, feed: FeedId) {
+        self.tables[usize::from(feed)] = Arc::default();
+    }
+
+    /// Marks the store as freshly built: profiles added from here on by
+    /// reloaded feeds count towards [`Intel::is_worth_rebuilding`].
+    pub fn set_baseline(&mut self) {
+        self.baseline_profiles = self.profiles.len();
+    }
+
+    /// Whether reloads have added so many profiles that a store built from
+    /// nothing would be much smaller. Profiles are never freed: a reloaded
+    /// feed adds those it does not share with what is loaded, and those of
+    /// its old contents stay.
+    pub fn is_worth_rebuilding(&self) -> bool {
+        self.profiles.len() > 2 * self.baseline_profiles + REBUILD_SLACK_PROFILES
     }
 
     /// Adds sightings outside a feed load, merging identical ones: for
@@ -313,7 +343,7 @@ impl Intel {
                     builder.push(indicator, sighting);
                 }
             }
-            self.tables[feed] = builder.finish().0;
+            self.tables[feed] = Arc::new(builder.finish().0);
         }
     }
 
@@ -342,14 +372,14 @@ impl Intel {
     pub fn indicator_count(&self) -> usize {
         match self.tables.iter().filter(|table| !table.is_empty()).count() {
             0 => 0,
-            1 => self.tables.iter().map(IndicatorTable::indicators).sum(),
+            1 => self.tables.iter().map(|table| table.indicators()).sum(),
             _ => self.indicators().count(),
         }
     }
 
     /// Bytes held by the indicator tables, lists and profiles (not strings).
     pub fn bytes(&self) -> usize {
-        self.tables.iter().map(IndicatorTable::bytes).sum::<usize>()
+        self.tables.iter().map(|table| table.bytes()).sum::<usize>()
             + self.lists.bytes()
             + self.profiles.bytes()
     }
@@ -385,5 +415,48 @@ pub fn canonical_address(address: IpAddr) -> IpAddr {
             None => address,
         },
         IpAddr::V4(_) => address,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile_with(intel: &mut Intel, name: &str) -> ProfileId {
+        let mut draft = ProfileDraft::default();
+        let symbol = intel.intern(name);
+        draft.push(Attribute::AttackerNames, symbol);
+        intel.profile_id(draft)
+    }
+
+    #[test]
+    fn store_grown_by_reloads_asks_to_be_rebuilt() {
+        let mut intel = Intel::new();
+        for index in 0..1000 {
+            profile_with(&mut intel, &format!("actor {index}"));
+        }
+        intel.set_baseline();
+        assert!(!intel.is_worth_rebuilding());
+        // A reloaded feed whose every line has a new actor.
+        for index in 0..(1000 + REBUILD_SLACK_PROFILES) {
+            profile_with(&mut intel, &format!("new actor {index}"));
+        }
+        assert!(!intel.is_worth_rebuilding());
+        profile_with(&mut intel, "one more");
+        assert!(intel.is_worth_rebuilding());
+    }
+
+    #[test]
+    fn same_values_in_any_order_share_a_profile() {
+        let mut intel = Intel::new();
+        let (a, b) = (intel.intern("a"), intel.intern("b"));
+        let mut first = ProfileDraft::default();
+        first.extend(Attribute::Datasets, [b, a, b]);
+        let mut second = ProfileDraft::default();
+        second.extend(Attribute::Datasets, [a, b]);
+        let id = intel.profile_id(first);
+        assert_eq!(intel.profile_id(second), id);
+        assert_eq!(intel.profile(id).values(Attribute::Datasets), [a, b]);
+        assert_eq!(intel.profile(id).values(Attribute::AttackerNames), []);
     }
 }

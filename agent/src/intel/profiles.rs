@@ -98,8 +98,8 @@ impl Lists {
 #[derive(Clone, Debug, Default)]
 pub struct Profiles {
     lists: Vec<[ListId; 5]>,
-    /// Each slot holds the lists beside the id, so that a lookup compares
-    /// without reaching into `lists`: a cache miss fewer on the hot path of
+    /// Slots with the lists beside the id, so that a lookup compares
+    /// without reading `lists`. That saves a cache miss on the hot path of
     /// every feed load.
     ids: HashTable<(ProfileId, [ListId; 5])>,
 }

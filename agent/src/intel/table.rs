@@ -148,6 +148,12 @@ fn sorted_run<K: Copy + Ord + Send>(
     (records, counts)
 }
 
+impl AsRef<IndicatorTable> for IndicatorTable {
+    fn as_ref(&self) -> &IndicatorTable {
+        self
+    }
+}
+
 /// The indicators of one feed, sorted.
 #[derive(Clone, Debug, Default)]
 pub struct IndicatorTable {
@@ -205,7 +211,7 @@ pub struct Indicators<'a> {
 }
 
 impl<'a> Indicators<'a> {
-    pub fn new(tables: &'a [IndicatorTable], extra: &[IpNet]) -> Indicators<'a> {
+    pub fn new<T: AsRef<IndicatorTable>>(tables: &'a [T], extra: &[IpNet]) -> Indicators<'a> {
         let mut extra_v4 = Vec::new();
         let mut extra_v6 = Vec::new();
         for net in extra {
@@ -215,8 +221,14 @@ impl<'a> Indicators<'a> {
             }
         }
         Indicators {
-            v4: Merge::new(tables.iter().map(|table| table.v4.as_slice()), extra_v4),
-            v6: Merge::new(tables.iter().map(|table| table.v6.as_slice()), extra_v6),
+            v4: Merge::new(
+                tables.iter().map(|table| table.as_ref().v4.as_slice()),
+                extra_v4,
+            ),
+            v6: Merge::new(
+                tables.iter().map(|table| table.as_ref().v6.as_slice()),
+                extra_v6,
+            ),
         }
     }
 }
