@@ -194,6 +194,24 @@ impl Predicate {
         }
     }
 
+    /// Returns whether the predicate reads a sighting's feed name, so that
+    /// its truth over a sighting depends on more than the profile.
+    pub fn reads_feed(&self) -> bool {
+        match self {
+            Predicate::Array { field, .. } => *field == TextField::Feeds,
+            Predicate::Events { test, .. } => test.any_atom(&mut |atom| {
+                matches!(
+                    atom,
+                    EventTest::Text {
+                        field: TextField::Feeds,
+                        ..
+                    }
+                )
+            }),
+            Predicate::Number { .. } | Predicate::Source { .. } => false,
+        }
+    }
+
     /// Returns whether the predicate reads `days_since_seen`, so that its truth
     /// changes as time passes without any new intel.
     pub fn depends_on_time(&self) -> bool {
