@@ -208,10 +208,10 @@ impl FeedError {
 /// under its name. `now` is the `last_seen` of indicators whose record gives
 /// none.
 ///
-/// On an error, `intel` may already hold some of the feed's sightings, so a
-/// reload should load into a fresh store and keep the old one until every
-/// feed has loaded. The counters assume this feed's name had no sightings in
-/// `intel` before: records identical to earlier ones count as merged.
+/// The feed's indicators replace those `intel` held for it, and only when
+/// the load succeeds: on an error, `intel` gains at most strings and
+/// profiles that no indicator uses. Records identical to others of this
+/// load count as merged.
 pub fn load_feed(
     config: &FeedConfig,
     intel: &mut Intel,
