@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use intelwall_common::{PathCounter, map_name};
+use intelwall_common::{PATH_COUNTER_SLOTS, PathCounter, map_name};
 use intelwall_tests::agent::{Agent, AgentDirs};
 use intelwall_tests::netns::Testbed;
 use intelwall_tests::packet::VlanTags;
@@ -184,10 +184,12 @@ enum DropCounter {
     Iptables {
         netns: String,
     },
-    /// The agent's per-CPU `dropped` path counter.
+    /// The agent's per-CPU `dropped` path counters, one per interface
+    /// slot: the configured interface counts in its own slot.
     Intelwall {
         map: OwnedFd,
         value_size: usize,
+        slots: u32,
     },
 }
 
@@ -213,6 +215,7 @@ impl DropCounter {
                 DropCounter::Intelwall {
                     map: bpf::map_by_id(map.id)?,
                     value_size: map.value_size.div_ceil(8) * 8 * bpf::possible_cpus()?,
+                    slots: map.max_entries as u32 / PATH_COUNTER_SLOTS,
                 }
             }
         })
@@ -242,15 +245,25 @@ impl DropCounter {
                     .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
                     .sum())
             }
-            DropCounter::Intelwall { map, value_size } => {
+            DropCounter::Intelwall {
+                map,
+                value_size,
+                slots,
+            } => {
+                let cpus = bpf::possible_cpus()?;
                 let mut value = vec![0u8; *value_size];
-                let key = (PathCounter::Dropped as u32).to_ne_bytes();
-                bpf::lookup(map.as_fd(), &key, &mut value)?;
-                // Each CPU's slot starts with its packet count.
-                Ok(value
-                    .chunks(value_size / bpf::possible_cpus()?)
-                    .map(|slot| u64::from_ne_bytes(slot[..8].try_into().expect("8 bytes")))
-                    .sum())
+                let mut dropped = 0;
+                for slot in 0..*slots {
+                    let key =
+                        (slot * PATH_COUNTER_SLOTS + PathCounter::Dropped as u32).to_ne_bytes();
+                    bpf::lookup(map.as_fd(), &key, &mut value)?;
+                    // Each CPU's part starts with its packet count.
+                    dropped += value
+                        .chunks(value_size / cpus)
+                        .map(|part| u64::from_ne_bytes(part[..8].try_into().expect("8 bytes")))
+                        .sum::<u64>();
+                }
+                Ok(dropped)
             }
         }
     }

@@ -208,7 +208,7 @@ pub struct MapInfo {
     pub name: String,
     pub key_size: usize,
     pub value_size: usize,
-    max_entries: usize,
+    pub max_entries: usize,
     per_cpu: bool,
 }
 
