@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 
 use crate::config::Action;
-use crate::intel::{FeedId, Intel, ProfileId, Sighting};
+use crate::intel::{FeedId, Intel, ListId, ProfileId, Sighting};
 use crate::rule::{AddressView, Expr, Predicate, Quantifier};
 
 /// Predicates a compilation may use: the width of a class bitmask.
@@ -515,8 +515,8 @@ struct Evaluator<'a> {
     cache: Vec<Option<(ProfileId, FeedId, Bits)>>,
 }
 
-/// Maximum profiles for which [`profile_bits`] builds its table (64 MiB).
-const MAX_PROFILE_TABLE: usize = 1 << 22;
+/// Maximum profiles for which [`profile_bits`] builds its table (256 MiB).
+const MAX_PROFILE_TABLE: usize = 1 << 24;
 
 /// Evaluates, for every profile, the predicates whose truth over a sighting
 /// follows from its profile alone, on every core. `None` when a predicate
@@ -524,6 +524,10 @@ const MAX_PROFILE_TABLE: usize = 1 << 22;
 /// evaluators then cache by (profile, feed) instead. A table read is a few
 /// nanoseconds where a cache on ten million sightings misses the CPU caches
 /// at almost every read.
+///
+/// An attribute-array predicate depends on one attribute's list of values
+/// alone, and lists are far fewer than profiles, so it is evaluated once per
+/// list; a profile then takes its result by list id.
 fn profile_bits(
     predicates: &[Option<Predicate>],
     intel: &Intel,
@@ -541,9 +545,38 @@ fn profile_bits(
     {
         return None;
     }
+    let mut by_list: Vec<(Bits, usize, Vec<bool>)> = Vec::new();
+    let mut by_profile: Vec<(usize, &Predicate)> = Vec::new();
+    for (bit, predicate) in cached {
+        match predicate.attribute() {
+            Some(attribute) => {
+                let results = (0..intel.list_count() as ListId)
+                    .into_par_iter()
+                    .map(|list| {
+                        let values = intel.list(list).iter().map(|symbol| intel.resolve(*symbol));
+                        predicate
+                            .eval_values(values)
+                            .expect("an attribute predicate evaluates over values")
+                    })
+                    .collect();
+                by_list.push((1 << bit, attribute as usize, results));
+            }
+            None => by_profile.push((bit, predicate)),
+        }
+    }
     let table = (0..intel.profile_count() as ProfileId)
         .into_par_iter()
         .map(|profile| {
+            let lists = intel.profile_lists(profile);
+            let mut bits: Bits = 0;
+            for (bit, attribute, results) in &by_list {
+                if results[lists[*attribute] as usize] {
+                    bits |= bit;
+                }
+            }
+            if by_profile.is_empty() {
+                return bits;
+            }
             let sighting = Sighting {
                 last_seen: Sighting::NEVER,
                 profile,
@@ -556,10 +589,12 @@ fn profile_bits(
                 sightings: std::slice::from_ref(&sighting),
                 now,
             };
-            cached
-                .iter()
-                .filter(|(_, predicate)| predicate.eval(&view))
-                .fold(0, |bits: Bits, (bit, _)| bits | (1 << bit))
+            for (bit, predicate) in &by_profile {
+                if predicate.eval(&view) {
+                    bits |= 1 << bit;
+                }
+            }
+            bits
         })
         .collect();
     Some(table)

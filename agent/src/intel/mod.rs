@@ -23,8 +23,8 @@ use jiff::Timestamp;
 use lasso::{Key, Rodeo, Spur};
 use rustc_hash::FxBuildHasher;
 
-pub use self::profiles::Profile;
-use self::profiles::{ListId, Lists, Profiles, intern_profile};
+pub use self::profiles::{ListId, Profile};
+use self::profiles::{Lists, Profiles, intern_profile};
 pub use self::table::{IndicatorTable, Indicators, Sightings, TableBuilder, TableCounts};
 
 /// An interned string.
@@ -236,6 +236,20 @@ impl Intel {
 
     pub fn profile(&self, id: ProfileId) -> Profile<'_> {
         Profile::new(&self.lists, self.profiles.get(id))
+    }
+
+    /// The list ids of a profile's attributes, indexed like
+    /// [`Attribute::ALL`].
+    pub fn profile_lists(&self, id: ProfileId) -> [ListId; 5] {
+        self.profiles.get(id)
+    }
+
+    pub fn list(&self, id: ListId) -> &[Symbol] {
+        self.lists.get(id)
+    }
+
+    pub fn list_count(&self) -> usize {
+        self.lists.len()
     }
 
     pub fn profile_count(&self) -> usize {

@@ -5,6 +5,8 @@ use std::fmt;
 
 use ipnet::IpNet;
 
+use crate::intel::Attribute;
+
 use super::field::{NumberField, TextField};
 use super::netset::NetSet;
 
@@ -190,6 +192,18 @@ impl Predicate {
     pub fn addresses(&self) -> Option<&[IpNet]> {
         match self {
             Predicate::Source { nets, .. } => Some(nets.nets()),
+            _ => None,
+        }
+    }
+
+    /// Returns the attribute an attribute-array predicate tests, such as
+    /// `Datasets` for `any(ip.intel.datasets[*] == "ddos")`.
+    pub fn attribute(&self) -> Option<Attribute> {
+        match self {
+            Predicate::Array {
+                field: TextField::Attribute(attribute),
+                ..
+            } => Some(*attribute),
             _ => None,
         }
     }

@@ -85,6 +85,25 @@ impl Predicate {
         }
     }
 
+    /// Evaluates an attribute-array predicate over one sighting's values of
+    /// its attribute, which decide it alone. `None` for any other predicate.
+    pub fn eval_values<'v>(&self, values: impl IntoIterator<Item = &'v str>) -> Option<bool> {
+        let Predicate::Array {
+            quantifier,
+            field: TextField::Attribute(_),
+            test,
+        } = self
+        else {
+            return None;
+        };
+        let holds = |value: &str| test.eval(&mut |atom| atom.matches(value));
+        let mut values = values.into_iter();
+        Some(match quantifier {
+            Quantifier::Any => values.any(holds),
+            Quantifier::All => values.all(holds),
+        })
+    }
+
     /// Evaluates the predicate over one address.
     pub fn eval(&self, view: &AddressView) -> bool {
         match self {
