@@ -502,7 +502,7 @@ fn same_entries(old: &MapImage, new: &MapImage) -> bool {
         && same_bytes(host_bytes(&old.hosts_v6), host_bytes(&new.hosts_v6))
 }
 
-/// The bytes of a host map's entries.
+/// Returns the bytes of a host map's entries.
 fn host_bytes<const N: usize>(entries: &[([u8; N], u32)]) -> &[u8] {
     const {
         assert!(

@@ -48,8 +48,8 @@ impl<R: BufRead> LineReader<R> {
         }
     }
 
-    /// A reader of part of a file that starts after a line end; its line
-    /// numbers count from that point.
+    /// Creates a reader of part of a file that starts after a line end.
+    /// Its line numbers count from that point.
     pub fn for_part(reader: R, path: &Path) -> Self {
         LineReader {
             at_file_start: false,

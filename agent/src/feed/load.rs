@@ -305,7 +305,7 @@ impl<'a> FeedLoad<'a> {
     }
 }
 
-/// What one part of a feed loaded, before it joins the others.
+/// The result of loading one part of a feed, before it joins the others.
 pub struct LoadedPart {
     report: FeedReport,
     records: TableBuilder,
