@@ -101,6 +101,105 @@ pub struct MapImage {
     pub cover_v4: Vec<u8>,
     /// Class table, indexed by class id.
     pub classes: Vec<ClassEntry>,
+    /// SHA-256 of the address entries and cover flags, set by [`compile`]
+    /// so that two images can be found to hold the same entries without
+    /// comparing millions of them. Code that changes the entries of a
+    /// compiled image must reset it to `None`.
+    pub entries_digest: Option<[u8; 32]>,
+}
+
+impl MapImage {
+    /// Returns whether `self` and `other` hold the same address entries
+    /// with the same class ids and the same cover flags, so that only
+    /// their class tables may differ.
+    pub fn same_entries(&self, other: &MapImage) -> bool {
+        let lengths = |image: &MapImage| {
+            (
+                image.hosts_v4.len(),
+                image.hosts_v6.len(),
+                image.prefixes_v4.len(),
+                image.prefixes_v6.len(),
+            )
+        };
+        if lengths(self) != lengths(other) {
+            return false;
+        }
+        match (self.entries_digest, other.entries_digest) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => {
+                self.hosts_v4 == other.hosts_v4
+                    && self.hosts_v6 == other.hosts_v6
+                    && self.prefixes_v4 == other.prefixes_v4
+                    && self.prefixes_v6 == other.prefixes_v6
+                    && self.cover_v4 == other.cover_v4
+            }
+        }
+    }
+
+    /// Computes [`MapImage::entries_digest`]. Each map's part starts with
+    /// its entry count, so that entries cannot move from one map to the next
+    /// without changing the digest.
+    pub fn digest_entries(&self) -> [u8; 32] {
+        let mut digest = Digest::default();
+        digest.part(&self.hosts_v4, |(key, class), out| {
+            out.extend_from_slice(key);
+            out.extend_from_slice(&class.to_le_bytes());
+        });
+        digest.part(&self.hosts_v6, |(key, class), out| {
+            out.extend_from_slice(key);
+            out.extend_from_slice(&class.to_le_bytes());
+        });
+        digest.part(&self.prefixes_v4, |(len, address, class), out| {
+            out.push(*len);
+            out.extend_from_slice(address);
+            out.extend_from_slice(&class.to_le_bytes());
+        });
+        digest.part(&self.prefixes_v6, |(len, address, class), out| {
+            out.push(*len);
+            out.extend_from_slice(address);
+            out.extend_from_slice(&class.to_le_bytes());
+        });
+        digest.part(&self.cover_v4, |flag, out| out.push(*flag));
+        digest.finish()
+    }
+}
+
+/// SHA-256 over entries written into a small buffer, so that hashing an
+/// image copies none of its maps whole.
+struct Digest {
+    context: ring::digest::Context,
+    buffer: Vec<u8>,
+}
+
+impl Default for Digest {
+    fn default() -> Digest {
+        Digest {
+            context: ring::digest::Context::new(&ring::digest::SHA256),
+            buffer: Vec::with_capacity(DIGEST_BUFFER_BYTES + 64),
+        }
+    }
+}
+
+const DIGEST_BUFFER_BYTES: usize = 64 * 1024;
+
+impl Digest {
+    fn part<T>(&mut self, entries: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
+        self.buffer
+            .extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for entry in entries {
+            write(entry, &mut self.buffer);
+            if self.buffer.len() >= DIGEST_BUFFER_BYTES {
+                self.context.update(&self.buffer);
+                self.buffer.clear();
+            }
+        }
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.context.update(&self.buffer);
+        let digest = self.context.finish();
+        digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+    }
 }
 
 /// Bits of predicates and ids of classes, kept from one compilation to the
@@ -285,6 +384,7 @@ pub fn compile(
 
     image.classes = verdicts.iter().map(ClassVerdict::entry).collect();
     image.cover_v4 = cover_v4(&image);
+    image.entries_digest = Some(image.digest_entries());
     let registry = Registry {
         bits: bit_names,
         classes: class_bits.clone(),

@@ -764,6 +764,17 @@ mod tests {
         let third = reload(&config, now(), &FetchOptions::default(), &second).unwrap();
         assert_eq!(third.reused, ["drop", "scan"]);
         assert_eq!(third.compiled.image, second.compiled.image);
+        assert!(third.compiled.image.entries_digest.is_some());
+        assert!(third.compiled.image.same_entries(&second.compiled.image));
+        assert!(!second.compiled.image.same_entries(&first.compiled.image));
+
+        // The same hosts under other class ids are other entries.
+        let mut recoloured = second.compiled.image.clone();
+        recoloured.hosts_v4[0].1 += 1;
+        recoloured.entries_digest = Some(recoloured.digest_entries());
+        assert!(!recoloured.same_entries(&second.compiled.image));
+        recoloured.entries_digest = None;
+        assert!(!recoloured.same_entries(&second.compiled.image));
     }
 
     #[test]

@@ -486,44 +486,10 @@ impl UpdateStats {
 }
 
 /// Whether two images hold the same address entries with the same class
-/// ids, so that only the class table differs. The compiler emits entries in
-/// a fixed order, so equal contents compare equal as vectors.
-///
-/// The host maps, which hold almost every entry, are compared as bytes on
-/// every core: at ten million entries an element-wise comparison alone took
-/// longer than the whole rules-only update should.
+/// ids, so that only the class table differs. Compiled images compare by
+/// digest; see [`MapImage::same_entries`].
 fn same_entries(old: &MapImage, new: &MapImage) -> bool {
-    old.hosts_v4.len() == new.hosts_v4.len()
-        && old.hosts_v6.len() == new.hosts_v6.len()
-        && old.prefixes_v4 == new.prefixes_v4
-        && old.prefixes_v6 == new.prefixes_v6
-        && old.cover_v4 == new.cover_v4
-        && same_bytes(host_bytes(&old.hosts_v4), host_bytes(&new.hosts_v4))
-        && same_bytes(host_bytes(&old.hosts_v6), host_bytes(&new.hosts_v6))
-}
-
-/// Returns the bytes of a host map's entries.
-fn host_bytes<const N: usize>(entries: &[([u8; N], u32)]) -> &[u8] {
-    const {
-        assert!(
-            size_of::<([u8; N], u32)>() == N + 4,
-            "a host entry has no padding"
-        )
-    };
-    // SAFETY: a host entry is N bytes and a u32 with no padding (checked
-    // above), so every byte of the slice is initialised, and the view
-    // borrows `entries` for its whole life.
-    unsafe { std::slice::from_raw_parts(entries.as_ptr().cast::<u8>(), size_of_val(entries)) }
-}
-
-fn same_bytes(old: &[u8], new: &[u8]) -> bool {
-    use rayon::prelude::*;
-    const PART: usize = 1 << 20;
-    old.len() == new.len()
-        && old
-            .par_chunks(PART)
-            .zip(new.par_chunks(PART))
-            .all(|(old, new)| old == new)
+    old.same_entries(new)
 }
 
 impl Dataplane {
