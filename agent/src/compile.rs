@@ -626,8 +626,8 @@ const MAX_PROFILE_TABLE: usize = 1 << 24;
 /// at almost every read.
 ///
 /// An attribute-array predicate depends on one attribute's list of values
-/// alone, and lists are far fewer than profiles, so it is evaluated once per
-/// list; a profile then takes its result by list id.
+/// alone, and lists are far fewer than profiles. So it is evaluated once per
+/// list, and a profile takes its result by list id.
 fn profile_bits(
     predicates: &[Option<Predicate>],
     intel: &Intel,

@@ -88,8 +88,8 @@ pub struct Loaded {
     pub config: Config,
     pub intel: Intel,
     pub feeds: Vec<FeedReport>,
-    /// The file each feed loaded from as it was when read, in config order;
-    /// `None` for a directory or a file that could not be examined.
+    /// The file each feed loaded from as it was when read, in config order.
+    /// `None` stands for a directory or a file that could not be examined.
     pub stamps: Vec<Option<FileStamp>>,
     /// Feeds taken over from the previous load unread, by name.
     pub reused: Vec<String>,
@@ -370,7 +370,7 @@ fn fall_back(feed_config: &FeedConfig, error: String) -> SourceStatus {
     SourceStatus::KeptCopy { error, age }
 }
 
-/// What [`load_feeds`] gives besides the store, in config order.
+/// The results of [`load_feeds`] besides the store, in config order.
 struct LoadedFeeds {
     reports: Vec<FeedReport>,
     stamps: Vec<Option<FileStamp>>,
@@ -418,7 +418,7 @@ fn load_feeds(
             continue;
         }
         // A download that does not load turns `input` into its kept copy,
-        // which then loads like a file; the failed attempt left nothing in
+        // which then loads like a file. The failed attempt left nothing in
         // the store, because a feed's indicators go in only when its load
         // succeeds.
         let downloaded = input.download.is_some();
@@ -429,7 +429,7 @@ fn load_feeds(
         };
         feeds.reports.push(report);
         // A file is stamped before it is read, so that a change while it
-        // loads shows at the next reload; a download is stamped once it has
+        // loads shows at the next reload. A download is stamped once it has
         // become the kept copy.
         feeds.stamps.push(match downloaded {
             true => FileStamp::of(&feed_config.path),
@@ -442,8 +442,8 @@ fn load_feeds(
     Ok((intel, feeds))
 }
 
-/// The report of `feed_config` in `previous` if the feed had the same
-/// settings there and its file is still as `previous` read it.
+/// Returns the report of `feed_config` in `previous` if the feed had the
+/// same settings there and its file is still as `previous` read it.
 fn unchanged<'a>(
     previous: &'a Loaded,
     feed_config: &FeedConfig,
@@ -472,9 +472,9 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    /// The stamp of a regular file; `None` for a directory (a MISP feed,
-    /// whose event files can change without changing it) or a path that
-    /// cannot be examined.
+    /// Returns the stamp of a regular file. A directory (a MISP feed, whose
+    /// event files can change without changing it) or a path that cannot be
+    /// examined has none.
     fn of(path: &Path) -> Option<FileStamp> {
         use std::os::unix::fs::MetadataExt;
         let metadata = std::fs::metadata(path).ok()?;

@@ -2,10 +2,9 @@
 //!
 //! A feed's records are appended while it loads and sorted once at the end,
 //! which merges duplicates without a hash table. The sort order is the
-//! pre-order of the prefix tree (network address, then shorter prefix
-//! first), the order in which the compiler walks prefixes and the
-//! addresses they contain, so walking every feed at once is a merge of
-//! sorted runs.
+//! pre-order of the prefix tree: network address, then shorter prefix
+//! first. The compiler walks prefixes and their addresses in that order, so
+//! walking every feed at once is a merge of sorted runs.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -28,7 +27,7 @@ fn v4_key(net: Ipv4Net) -> V4Key {
 
 fn v4_net(key: V4Key) -> Ipv4Net {
     let address = Ipv4Addr::from((key >> 8) as u32);
-    Ipv4Net::new(address, (key & 0xff) as u8).expect("a key holds a valid prefix length")
+    Ipv4Net::new(address, (key & 0xff) as u8).expect("a key contains a valid prefix length")
 }
 
 fn v6_key(net: Ipv6Net) -> V6Key {
@@ -38,7 +37,7 @@ fn v6_key(net: Ipv6Net) -> V6Key {
 
 fn v6_net(key: V6Key) -> Ipv6Net {
     let address = Ipv6Addr::from((u128::from(key.0) << 64) | u128::from(key.1));
-    Ipv6Net::new(address, key.2).expect("a key holds a valid prefix length")
+    Ipv6Net::new(address, key.2).expect("a key contains a valid prefix length")
 }
 
 /// Sightings of one indicator; almost every indicator has one or two.
