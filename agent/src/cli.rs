@@ -204,7 +204,7 @@ pub fn main() -> ExitCode {
 /// The error and its causes on one line, leaving out a cause whose text the
 /// message already contains: many errors name their source in their own
 /// message, and repeating it helps no one.
-fn error_text(error: &anyhow::Error) -> String {
+pub(crate) fn error_text(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let part = cause.to_string();

@@ -245,7 +245,7 @@ impl Agent {
             match Agent::adopt(config_path, &layout, &state, logging) {
                 Ok(agent) => return Ok(agent),
                 Err(error) => tracing::warn!(
-                    error = format!("{error:#}"),
+                    error = crate::cli::error_text(&error),
                     "cannot adopt the pinned state; replacing it"
                 ),
             }
@@ -398,7 +398,9 @@ impl Agent {
         );
         match crate::events::spawn_reader(ring, decoder, sink) {
             Ok(updates) => self.events = Some(updates),
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot read events"),
+            Err(error) => {
+                tracing::warn!(error = crate::cli::error_text(&error), "cannot read events")
+            }
         }
     }
 
@@ -433,7 +435,7 @@ impl Agent {
             Ok(report) => report,
             Err(error) => {
                 tracing::warn!(
-                    error = format!("{error:#}"),
+                    error = crate::cli::error_text(&error),
                     "cannot read the counters for metrics"
                 );
                 CounterReport::default()
@@ -506,7 +508,7 @@ impl Agent {
                 self.reload_failures += 1;
                 tracing::error!(
                     trigger = trigger.describe(),
-                    error = format!("{error:#}"),
+                    error = crate::cli::error_text(&error),
                     "reload failed; the last good state stays enforced"
                 );
                 return;
@@ -542,7 +544,7 @@ impl Agent {
                 self.reload_failures += 1;
                 tracing::error!(
                     trigger = trigger.describe(),
-                    error = format!("{error:#}"),
+                    error = crate::cli::error_text(&error),
                     "applying the new state failed; the last good state stays enforced"
                 );
             }

@@ -54,8 +54,9 @@ pub struct CostSummary {
     pub feeds_ms: u64,
     /// Evaluating the rules over the indicators.
     pub compile_ms: u64,
-    /// Bytes the intel store holds for indicators, attribute lists and
-    /// profiles (interned strings not included).
+    /// Bytes of the agent's memory that the loaded indicators take: their
+    /// records, attribute lists and profiles (interned strings not
+    /// included). The kernel maps are apart from this.
     pub intel_bytes: u64,
 }
 
@@ -126,8 +127,15 @@ impl CheckReport {
         for rule in &self.rules {
             let _ = writeln!(
                 text,
-                "rule {} ({}): selects {} indicators",
-                rule.name, rule.action, rule.selected
+                "rule {} ({}): selects {} {}",
+                rule.name,
+                rule.action,
+                rule.selected,
+                if rule.selected == 1 {
+                    "indicator"
+                } else {
+                    "indicators"
+                }
             );
         }
         let _ = writeln!(
@@ -142,12 +150,29 @@ impl CheckReport {
         );
         let _ = writeln!(
             text,
-            "took {:.1} s to load feeds and {:.1} s to compile; intel store {:.1} MiB",
-            self.cost.feeds_ms as f64 / 1000.0,
-            self.cost.compile_ms as f64 / 1000.0,
-            self.cost.intel_bytes as f64 / (1024.0 * 1024.0)
+            "took {} to load feeds and {} to compile; the loaded indicators take {} of memory",
+            duration_text(self.cost.feeds_ms),
+            duration_text(self.cost.compile_ms),
+            size_text(self.cost.intel_bytes)
         );
         text
+    }
+}
+
+/// Formats milliseconds as ms below a second and as seconds above.
+fn duration_text(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms} ms"),
+        _ => format!("{:.1} s", ms as f64 / 1000.0),
+    }
+}
+
+/// Formats bytes in KiB below a MiB and in MiB above.
+fn size_text(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    match bytes {
+        0..MIB => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / MIB as f64),
     }
 }
 

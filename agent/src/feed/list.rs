@@ -92,6 +92,12 @@ impl ListParser {
             Some((indicator, rest)) => {
                 let rest = rest.trim_start();
                 let Some(count) = parse_count(rest) else {
+                    // When the first word is no address either, that is the
+                    // mistake to report (or a name to skip).
+                    if !load.is_valid_indicator(indicator) {
+                        self.load_indicator(load, line, indicator, sighting);
+                        return;
+                    }
                     load.reject(
                         line,
                         format_args!(

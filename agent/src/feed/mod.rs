@@ -173,7 +173,7 @@ pub enum FeedError {
     InvalidConfig(String),
     /// Every record was rejected, which means a broken file rather than
     /// an empty feed.
-    #[error("all {} records were rejected; the first error: {first}", .report.read)]
+    #[error("{}; the first error: {first}", every_record_rejected(.report.read))]
     NothingLoaded {
         report: Box<FeedReport>,
         first: Box<Diagnostic>,
@@ -187,6 +187,14 @@ pub enum FeedError {
         report: Box<FeedReport>,
         first: Box<Diagnostic>,
     },
+}
+
+/// Says that all `read` records were rejected, in words that fit one record.
+fn every_record_rejected(read: u64) -> String {
+    match read {
+        1 => "its only record was rejected".to_owned(),
+        read => format!("all {read} records were rejected"),
+    }
 }
 
 impl FeedError {

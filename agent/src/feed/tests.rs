@@ -750,3 +750,28 @@ fn report_summary_line() {
         )
     );
 }
+
+#[test]
+fn list_line_of_words_reports_the_first_word() {
+    let mut fixture = Fixture::new(b"192.0.2.1\ngarbage line\n");
+    let report = fixture.load().unwrap();
+    assert_eq!(report.rejected, 1);
+    assert_eq!(
+        messages(&report),
+        [(
+            2,
+            Severity::Error,
+            "rejected indicator `garbage`: not a valid IPv4 or IPv6 address"
+        )]
+    );
+}
+
+#[test]
+fn single_rejected_record_reads_as_one() {
+    let mut fixture = Fixture::new(b"garbage\n");
+    let error = fixture.load().unwrap_err().to_string();
+    assert!(
+        error.starts_with("its only record was rejected; the first error: "),
+        "{error}"
+    );
+}
