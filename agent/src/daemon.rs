@@ -516,9 +516,17 @@ impl Agent {
         };
         if let Next::Loaded(loaded) = &next {
             let now = Timestamp::now();
-            for feed in &loaded.feeds {
+            // A feed kept unchanged counts as loaded; one that failed and
+            // kept its last good load does not.
+            for feed in loaded.feeds.iter().filter(|feed| {
+                loaded
+                    .failed_feeds
+                    .iter()
+                    .all(|(name, _)| *name != feed.name)
+            }) {
                 self.feed_loads.insert(feed.name.clone(), now);
             }
+            self.reload_failures += loaded.failed_feeds.len() as u64;
         }
         if let Next::Loaded(loaded) = &next {
             let names = |config: &Config| {
@@ -721,10 +729,18 @@ fn load(config_path: &Path, registry: &Registry) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// Loads again, reading only feeds that changed since `current` loaded.
+/// Loads again, reading only feeds that changed since `current` loaded. A
+/// feed that no longer loads keeps its last good indicators, and is logged.
 fn reload(config_path: &Path, current: &Loaded) -> Result<Loaded> {
     let loaded = pipeline::reload(config_path, now(), &FetchOptions::default(), current)?;
     crate::cli::print_diagnostics(&loaded);
+    for (feed, error) in &loaded.failed_feeds {
+        tracing::error!(
+            %feed,
+            %error,
+            "feed failed to load; its last good indicators stay enforced and the other feeds' changes apply"
+        );
+    }
     crate::cli::log_loaded(&loaded);
     Ok(loaded)
 }

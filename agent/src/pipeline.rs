@@ -93,6 +93,9 @@ pub struct Loaded {
     pub stamps: Vec<Option<FileStamp>>,
     /// Feeds taken over from the previous load unread, by name.
     pub reused: Vec<String>,
+    /// Feeds that failed to load on a reload, by name, with the error.
+    /// Each keeps the indicators and report of its last good load.
+    pub failed_feeds: Vec<(String, String)>,
     /// Origin of each `url` feed's data, in config order.
     pub sources: Vec<SourceReport>,
     pub compiled: Compiled,
@@ -187,6 +190,7 @@ fn load_inner(
         feeds: feeds.reports,
         stamps: feeds.stamps,
         reused: feeds.reused,
+        failed_feeds: feeds.failed,
         sources,
         compiled,
         timings,
@@ -375,6 +379,7 @@ struct LoadedFeeds {
     reports: Vec<FeedReport>,
     stamps: Vec<Option<FileStamp>>,
     reused: Vec<String>,
+    failed: Vec<(String, String)>,
 }
 
 /// Loads every feed into a store: a new one, or a copy of `previous`'s in
@@ -405,6 +410,7 @@ fn load_feeds(
         reports: Vec::with_capacity(config.feeds.len()),
         stamps: Vec::with_capacity(config.feeds.len()),
         reused: Vec::new(),
+        failed: Vec::new(),
     };
     for (feed_config, input) in config.feeds.iter().zip(inputs.iter_mut()) {
         let stamp = FileStamp::of(&feed_config.path);
@@ -422,9 +428,36 @@ fn load_feeds(
         // the store, because a feed's indicators go in only when its load
         // succeeds.
         let downloaded = input.download.is_some();
-        let report = loop {
-            if let Some(report) = load_input(feed_config, input, &mut intel, now)? {
-                break report;
+        let loaded = loop {
+            match load_input(feed_config, input, &mut intel, now) {
+                Ok(Some(report)) => break Ok(report),
+                Ok(None) => continue,
+                Err(error) => break Err(error),
+            }
+        };
+        let report = match loaded {
+            Ok(report) => report,
+            Err(error) => {
+                // On a reload, a feed that no longer loads keeps the
+                // indicators of its last good load, which its failed load
+                // left in the store, so that other feeds' changes still
+                // apply. Its file is read again at the next reload.
+                let Some(kept) = previous.and_then(|previous| {
+                    let index = previous
+                        .config
+                        .feeds
+                        .iter()
+                        .position(|old| old.name == feed_config.name)?;
+                    previous.feeds.get(index)
+                }) else {
+                    return Err(error);
+                };
+                feeds
+                    .failed
+                    .push((feed_config.name.clone(), error.to_string()));
+                feeds.reports.push(kept.clone());
+                feeds.stamps.push(None);
+                continue;
             }
         };
         feeds.reports.push(report);
@@ -816,7 +849,7 @@ mod tests {
     }
 
     #[test]
-    fn failed_reload_leaves_the_previous_load_whole() {
+    fn broken_feed_keeps_its_last_good_load() {
         use intelwall_common::Fate;
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "drop.txt", "192.0.2.1\n");
@@ -825,15 +858,51 @@ mod tests {
         let first = load(&config, now()).unwrap();
         write(dir.path(), "drop.txt", "192.0.2.7\n");
         write(dir.path(), "scan.txt", "not an address\n");
-        let Err(error) = reload(&config, now(), &FetchOptions::default(), &first) else {
-            panic!("a feed with no valid line loaded");
-        };
-        assert!(error.to_string().contains("feed `scan`"), "{error}");
+
+        let second = reload(&config, now(), &FetchOptions::default(), &first).unwrap();
+        assert_eq!(second.failed_feeds.len(), 1);
+        let (name, error) = &second.failed_feeds[0];
+        assert_eq!(name, "scan");
+        assert!(error.contains("rejected indicator `not`"), "{error}");
+        // The broken feed keeps what it had; the other feed's change applies.
+        assert_eq!(fate(&second, "198.51.100.1"), Fate::Drop);
+        assert_eq!(fate(&second, "192.0.2.7"), Fate::Drop);
+        assert_eq!(fate(&second, "192.0.2.1"), Fate::Pass);
+        assert_eq!(second.feeds[1].indicators, 1);
+        // The previous load is left as it was.
         assert_eq!(fate(&first, "192.0.2.1"), Fate::Drop);
-        assert_eq!(fate(&first, "198.51.100.1"), Fate::Drop);
         assert_eq!(
             first.intel.sightings(&"192.0.2.7/32".parse().unwrap()),
             None
         );
+
+        // Fixed, the feed loads again.
+        write(dir.path(), "scan.txt", "198.51.100.2\n");
+        let third = reload(&config, now(), &FetchOptions::default(), &second).unwrap();
+        assert!(third.failed_feeds.is_empty());
+        assert_eq!(third.reused, ["drop"]);
+        assert_eq!(fate(&third, "198.51.100.1"), Fate::Pass);
+        assert_eq!(fate(&third, "198.51.100.2"), Fate::Drop);
+    }
+
+    #[test]
+    fn broken_new_feed_fails_the_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "drop.txt", "192.0.2.1\n");
+        let config = write(
+            dir.path(),
+            "intelwall.toml",
+            &format!(
+                "[safety]\nenabled = false\n\n\
+                 [[feed]]\nname = \"drop\"\npath = \"drop.txt\"\ndatasets = [\"drop\"]\n\n{RULE}"
+            ),
+        );
+        let first = load(&config, now()).unwrap();
+        write(dir.path(), "scan.txt", "not an address\n");
+        two_feed_config(dir.path(), "\"drop\"");
+        let Err(error) = reload(&config, now(), &FetchOptions::default(), &first) else {
+            panic!("a new feed with no valid line loaded");
+        };
+        assert!(error.to_string().contains("feed `scan`"), "{error}");
     }
 }
