@@ -494,7 +494,7 @@ impl Agent {
                 .recompile_same_intel()
                 .map(|next| next.map(|compiled| Next::Compiled(Box::new(compiled)))),
             // SIGHUP reads every feed again, for an operator who wants no
-            // doubt about what is loaded; other triggers read only feeds
+            // doubt about what is loaded. Other triggers read only feeds
             // whose file or settings changed.
             Trigger::Hangup => load(&self.config_path, &self.current.compiled.registry)
                 .map(|next| Some(Next::Loaded(Box::new(next)))),
