@@ -753,14 +753,19 @@ mod tests {
         assert_eq!(verdict.fate, intelwall_common::Fate::Drop);
     }
 
-    fn two_feed_config(dir: &Path, scan_datasets: &str) -> std::path::PathBuf {
+    /// Writes the config of the reload tests: the `drop` feed, the `scan`
+    /// feed with `scan_datasets` when given, and the rule dropping `drop`.
+    fn reload_config(dir: &Path, scan_datasets: Option<&str>) -> std::path::PathBuf {
+        let scan = scan_datasets.map_or(String::new(), |datasets| {
+            format!("[[feed]]\nname = \"scan\"\npath = \"scan.txt\"\ndatasets = [{datasets}]\n\n")
+        });
         write(
             dir,
             "intelwall.toml",
             &format!(
                 "[safety]\nenabled = false\n\n\
                  [[feed]]\nname = \"drop\"\npath = \"drop.txt\"\ndatasets = [\"drop\"]\n\n\
-                 [[feed]]\nname = \"scan\"\npath = \"scan.txt\"\ndatasets = [{scan_datasets}]\n\n{RULE}"
+                 {scan}{RULE}"
             ),
         )
     }
@@ -775,7 +780,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "drop.txt", "192.0.2.1\n192.0.2.2\n");
         write(dir.path(), "scan.txt", "198.51.100.1\n");
-        let config = two_feed_config(dir.path(), "\"drop\"");
+        let config = reload_config(dir.path(), Some("\"drop\""));
         let first = load(&config, now()).unwrap();
         assert!(first.reused.is_empty());
 
@@ -816,11 +821,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "drop.txt", "192.0.2.1\n");
         write(dir.path(), "scan.txt", "198.51.100.1\n");
-        let config = two_feed_config(dir.path(), "\"drop\"");
+        let config = reload_config(dir.path(), Some("\"drop\""));
         let first = load(&config, now()).unwrap();
         assert_eq!(fate(&first, "198.51.100.1"), Fate::Drop);
 
-        two_feed_config(dir.path(), "\"scan\"");
+        reload_config(dir.path(), Some("\"scan\""));
         let second = reload(&config, now(), &FetchOptions::default(), &first).unwrap();
         assert_eq!(second.reused, ["drop"]);
         assert_eq!(fate(&second, "198.51.100.1"), Fate::Pass);
@@ -832,16 +837,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "drop.txt", "192.0.2.1\n");
         write(dir.path(), "scan.txt", "198.51.100.1\n");
-        let config = two_feed_config(dir.path(), "\"drop\"");
+        let config = reload_config(dir.path(), Some("\"drop\""));
         let first = load(&config, now()).unwrap();
-        write(
-            dir.path(),
-            "intelwall.toml",
-            &format!(
-                "[safety]\nenabled = false\n\n\
-                 [[feed]]\nname = \"drop\"\npath = \"drop.txt\"\ndatasets = [\"drop\"]\n\n{RULE}"
-            ),
-        );
+        reload_config(dir.path(), None);
         let second = reload(&config, now(), &FetchOptions::default(), &first).unwrap();
         assert_eq!(second.reused, ["drop"]);
         assert_eq!(fate(&second, "198.51.100.1"), Fate::Pass);
@@ -854,7 +852,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "drop.txt", "192.0.2.1\n");
         write(dir.path(), "scan.txt", "198.51.100.1\n");
-        let config = two_feed_config(dir.path(), "\"drop\"");
+        let config = reload_config(dir.path(), Some("\"drop\""));
         let first = load(&config, now()).unwrap();
         write(dir.path(), "drop.txt", "192.0.2.7\n");
         write(dir.path(), "scan.txt", "not an address\n");
@@ -889,17 +887,10 @@ mod tests {
     fn broken_new_feed_fails_the_reload() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "drop.txt", "192.0.2.1\n");
-        let config = write(
-            dir.path(),
-            "intelwall.toml",
-            &format!(
-                "[safety]\nenabled = false\n\n\
-                 [[feed]]\nname = \"drop\"\npath = \"drop.txt\"\ndatasets = [\"drop\"]\n\n{RULE}"
-            ),
-        );
+        let config = reload_config(dir.path(), None);
         let first = load(&config, now()).unwrap();
         write(dir.path(), "scan.txt", "not an address\n");
-        two_feed_config(dir.path(), "\"drop\"");
+        reload_config(dir.path(), Some("\"drop\""));
         let Err(error) = reload(&config, now(), &FetchOptions::default(), &first) else {
             panic!("a new feed with no valid line loaded");
         };

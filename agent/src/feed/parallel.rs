@@ -81,16 +81,7 @@ fn load_part(
     now: Timestamp,
 ) -> Result<Part, FeedError> {
     let path = config.path.as_path();
-    let read_error = |source| FeedError::Read {
-        path: path.to_owned(),
-        line: 0,
-        source,
-    };
-    let mut file = File::open(path).map_err(|source| FeedError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
+    let file = open_at(path, start)?;
     let reader = BufReader::with_capacity(READ_BUFFER_BYTES, file.take(end - start));
     let mut lines = if at_file_start {
         LineReader::new(reader, path)
@@ -121,10 +112,7 @@ fn part_bounds(path: &Path, size: u64, count: usize) -> Result<Vec<(u64, u64)>, 
         line: 0,
         source,
     };
-    let mut file = File::open(path).map_err(|source| FeedError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut file = open_at(path, 0)?;
     let mut cuts = vec![0];
     let mut buffer = vec![0u8; 64 * 1024];
     for index in 1..count as u64 {
@@ -149,4 +137,19 @@ fn part_bounds(path: &Path, size: u64, count: usize) -> Result<Vec<(u64, u64)>, 
     cuts.push(size);
     cuts.dedup();
     Ok(cuts.windows(2).map(|pair| (pair[0], pair[1])).collect())
+}
+
+/// Opens the feed file at `path` and moves to byte `offset`.
+fn open_at(path: &Path, offset: u64) -> Result<File, FeedError> {
+    let mut file = File::open(path).map_err(|source| FeedError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|source| FeedError::Read {
+            path: path.to_owned(),
+            line: 0,
+            source,
+        })?;
+    Ok(file)
 }
