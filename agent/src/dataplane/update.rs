@@ -267,7 +267,7 @@ impl Dataplane {
         new: Enforced<'_>,
         new_extras: ClassExtras,
     ) -> Result<UpdateStats, DataplaneError> {
-        if same_entries(old.image, new.image) {
+        if old.image.same_entries(new.image) {
             return self.apply_rules_only(new, new_extras);
         }
         let old_index = IndexedImage::new(old.image);
@@ -485,13 +485,6 @@ impl UpdateStats {
     }
 }
 
-/// Whether two images hold the same address entries with the same class
-/// ids, so that only the class table differs. Compiled images compare by
-/// digest; see [`MapImage::same_entries`].
-fn same_entries(old: &MapImage, new: &MapImage) -> bool {
-    old.same_entries(new)
-}
-
 impl Dataplane {
     /// A change that keeps every address entry (a rule edit that reuses the
     /// predicates, an action change, a reorder): the new verdicts go into the
@@ -571,27 +564,26 @@ mod tests {
     }
 
     #[test]
-    fn same_entries_compares_every_host() {
-        // More than one part of the parallel comparison.
+    fn images_without_digest_compare_entries() {
         let old = image(300_000);
-        assert!(same_entries(&old, &old.clone()));
+        assert!(old.same_entries(&old.clone()));
 
         let mut class_changed = old.clone();
         class_changed.hosts_v4[299_999].1 = 5;
-        assert!(!same_entries(&old, &class_changed));
+        assert!(!old.same_entries(&class_changed));
 
         let mut key_changed = old.clone();
         key_changed.hosts_v4[0].0 = [10, 0, 0, 1];
-        assert!(!same_entries(&old, &key_changed));
+        assert!(!old.same_entries(&key_changed));
 
         let mut v6_changed = old.clone();
         v6_changed.hosts_v6[0].1 = 1;
-        assert!(!same_entries(&old, &v6_changed));
+        assert!(!old.same_entries(&v6_changed));
 
         let mut prefix_changed = old.clone();
         prefix_changed.prefixes_v4[0].2 = 4;
-        assert!(!same_entries(&old, &prefix_changed));
+        assert!(!old.same_entries(&prefix_changed));
 
-        assert!(!same_entries(&old, &image(299_999)));
+        assert!(!old.same_entries(&image(299_999)));
     }
 }

@@ -11,20 +11,19 @@
 
 use std::hash::BuildHasher;
 
-use foldhash::fast::FixedState;
 use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use super::{Attribute, ProfileId, Symbol};
 
-/// Hashes lists and profiles. FxHash's multiply chain left many lists of
-/// two or three symbols in the same few buckets.
-const HASHER: FixedState = FixedState::with_seed(0x1d6f_0c2a_51e3_9b47);
+/// Hashes lists and profiles.
+const HASHER: FxBuildHasher = FxBuildHasher;
 
 /// Index of a list in [`Lists`].
 pub type ListId = u32;
 
 /// Sorted symbol lists, each stored once.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Lists {
     values: Vec<Symbol>,
     /// Start and length of each list in `values`.
@@ -32,22 +31,7 @@ pub struct Lists {
     ids: HashTable<ListId>,
 }
 
-impl Default for Lists {
-    fn default() -> Lists {
-        let mut lists = Lists {
-            values: Vec::new(),
-            spans: Vec::new(),
-            ids: HashTable::new(),
-        };
-        // The empty list is id 0, so a default profile needs no lookup.
-        lists.intern(&[]);
-        lists
-    }
-}
-
 impl Lists {
-    pub const EMPTY: ListId = 0;
-
     pub fn get(&self, id: ListId) -> &[Symbol] {
         let (start, len) = self.spans[id as usize];
         &self.values[start as usize..(start + len) as usize]
