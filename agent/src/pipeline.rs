@@ -393,13 +393,13 @@ fn load_feeds(
     let mut intel = match previous {
         Some(previous) => {
             let mut intel = previous.intel.clone();
-            for gone in previous
+            for removed in previous
                 .config
                 .feeds
                 .iter()
                 .filter(|old| config.feeds.iter().all(|new| new.name != old.name))
             {
-                let id = intel.add_feed(&gone.name);
+                let id = intel.add_feed(&removed.name);
                 intel.clear_table(id);
             }
             intel
@@ -816,7 +816,7 @@ mod tests {
     }
 
     #[test]
-    fn reload_reads_a_feed_whose_settings_changed() {
+    fn reload_rereads_feed_with_new_settings() {
         use intelwall_common::Fate;
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "drop.txt", "192.0.2.1\n");
@@ -832,7 +832,7 @@ mod tests {
     }
 
     #[test]
-    fn reload_drops_a_feed_removed_from_the_config() {
+    fn reload_drops_removed_feed() {
         use intelwall_common::Fate;
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "drop.txt", "192.0.2.1\n");
@@ -862,7 +862,7 @@ mod tests {
         let (name, error) = &second.failed_feeds[0];
         assert_eq!(name, "scan");
         assert!(error.contains("rejected indicator `not`"), "{error}");
-        // The broken feed keeps what it had; the other feed's change applies.
+        // The broken feed keeps what it had, and the other feed's change applies.
         assert_eq!(fate(&second, "198.51.100.1"), Fate::Drop);
         assert_eq!(fate(&second, "192.0.2.7"), Fate::Drop);
         assert_eq!(fate(&second, "192.0.2.1"), Fate::Pass);

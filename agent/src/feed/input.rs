@@ -25,7 +25,7 @@ pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// compressed file that expands without bound; no real feed comes close.
 pub const MAX_DOCUMENT_BYTES: u64 = 1024 * 1024 * 1024;
 
-/// Whether a file starting with `start` is gzip or zstd.
+/// Returns whether a file starting with `start` is gzip or zstd.
 pub fn is_compressed(start: &[u8]) -> bool {
     start.starts_with(GZIP_MAGIC) || start.starts_with(ZSTD_MAGIC)
 }

@@ -129,7 +129,7 @@ impl Sighting {
 const IMPORT_DEDUP_LIMIT: usize = 1 << 16;
 
 /// Profiles a store may gain over twice its baseline before
-/// [`Intel::is_worth_rebuilding`] says so.
+/// [`Intel::is_worth_rebuilding`] returns true.
 const REBUILD_SLACK_PROFILES: usize = 1 << 16;
 
 /// A feed as the store knows it.
@@ -228,8 +228,8 @@ impl Intel {
         self.profile_of(&mut draft.values)
     }
 
-    /// The profile of attribute values indexed like [`Attribute::ALL`]. Each
-    /// list is sorted and freed of repeats in place.
+    /// Returns the profile of attribute values indexed like
+    /// [`Attribute::ALL`]. Each list is sorted and freed of repeats in place.
     pub fn profile_of(&mut self, values: &mut [Vec<Symbol>; 5]) -> ProfileId {
         intern_profile(&mut self.lists, &mut self.profiles, values)
     }
@@ -238,7 +238,7 @@ impl Intel {
         Profile::new(&self.lists, self.profiles.get(id))
     }
 
-    /// The list ids of a profile's attributes, indexed like
+    /// Returns the list ids of a profile's attributes, indexed like
     /// [`Attribute::ALL`].
     pub fn profile_lists(&self, id: ProfileId) -> [ListId; 5] {
         self.profiles.get(id)
@@ -256,8 +256,8 @@ impl Intel {
         self.profiles.len()
     }
 
-    /// Every distinct value that some profile gives `attribute`, sorted by
-    /// symbol.
+    /// Returns every distinct value that some profile gives `attribute`,
+    /// sorted by symbol.
     pub fn attribute_values(&self, attribute: Attribute) -> Vec<Symbol> {
         let mut seen = vec![false; self.lists.len()];
         for lists in self.profiles.all() {
@@ -328,8 +328,8 @@ impl Intel {
         self.baseline_profiles = self.profiles.len();
     }
 
-    /// Whether reloads have added so many profiles that a store built from
-    /// nothing would be much smaller. Profiles are never freed: a reloaded
+    /// Returns whether reloads have added so many profiles that a store
+    /// built from nothing would be much smaller. Profiles are never freed: a reloaded
     /// feed adds those it does not share with what is loaded, and those of
     /// its old contents stay.
     pub fn is_worth_rebuilding(&self) -> bool {
@@ -361,7 +361,7 @@ impl Intel {
         }
     }
 
-    /// Every sighting of `indicator` in any feed.
+    /// Returns every sighting of `indicator` in any feed.
     pub fn sightings(&self, indicator: &IpNet) -> Option<Sightings> {
         let mut found = Sightings::new();
         for table in &self.tables {
@@ -370,8 +370,8 @@ impl Intel {
         (!found.is_empty()).then_some(found)
     }
 
-    /// Every indicator with the sightings of every feed, in the prefix
-    /// tree's pre-order, IPv4 first.
+    /// Returns every indicator with the sightings of every feed, in the
+    /// prefix tree's pre-order, IPv4 first.
     pub fn indicators(&self) -> Indicators<'_> {
         Indicators::new(&self.tables, &[])
     }

@@ -167,7 +167,7 @@ impl IndicatorTable {
         self.indicators
     }
 
-    /// Records, one a sighting.
+    /// Returns the number of records, one a sighting.
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
     }
@@ -176,7 +176,7 @@ impl IndicatorTable {
         self.len() == 0
     }
 
-    /// Bytes held by the records.
+    /// Returns the bytes the records take.
     pub fn bytes(&self) -> usize {
         self.v4.capacity() * size_of::<(V4Key, Sighting)>()
             + self.v6.capacity() * size_of::<(V6Key, Sighting)>()
@@ -276,9 +276,9 @@ impl<'a, K: Copy + Ord> Merge<'a, K> {
         }
         let mut sightings = Sightings::new();
         for run in &mut self.runs {
-            let taken = run.iter().take_while(|(head, _)| *head == key).count();
-            sightings.extend(run[..taken].iter().map(|(_, sighting)| *sighting));
-            *run = &run[taken..];
+            let matching = run.iter().take_while(|(head, _)| *head == key).count();
+            sightings.extend(run[..matching].iter().map(|(_, sighting)| *sighting));
+            *run = &run[matching..];
         }
         Some((key, sightings))
     }
