@@ -13,13 +13,13 @@
 //! prefix, or the class of an address in no map). The empty record may set
 //! bits too: `all(...)` over no values is true.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use intelwall_common::{CLASS_NONE, COVER_V4_ENTRIES, ClassEntry, Fate, MAX_CLASSES, cover};
 use ipnet::IpNet;
 use jiff::Timestamp;
+use rustc_hash::FxHashMap;
 
 use crate::config::Action;
 use crate::intel::{FeedId, Intel, ListId, ProfileId, Sighting};
@@ -757,9 +757,12 @@ fn decide(rules: &[RuleSpec], predicates: &[Option<Predicate>], bits: Bits) -> C
 /// point at it.
 struct ClassAssigner<'a> {
     previous: &'a Registry,
-    previous_ids: HashMap<Bits, u32>,
+    previous_ids: FxHashMap<Bits, u32>,
     bits: Vec<Option<Bits>>,
-    ids: HashMap<Bits, u32>,
+    ids: FxHashMap<Bits, u32>,
+    /// The last bitmask looked up and its id: neighbouring entries of a
+    /// feed mostly share a class, so this skips most hash lookups.
+    last: Option<(Bits, u32)>,
     next_free: usize,
 }
 
@@ -775,7 +778,8 @@ impl<'a> ClassAssigner<'a> {
             previous,
             previous_ids,
             bits: Vec::new(),
-            ids: HashMap::new(),
+            ids: FxHashMap::default(),
+            last: None,
             next_free: 1,
         }
     }
@@ -787,6 +791,17 @@ impl<'a> ClassAssigner<'a> {
     }
 
     fn class_of(&mut self, bits: Bits) -> u32 {
+        if let Some((last_bits, id)) = self.last
+            && last_bits == bits
+        {
+            return id;
+        }
+        let id = self.assign(bits);
+        self.last = Some((bits, id));
+        id
+    }
+
+    fn assign(&mut self, bits: Bits) -> u32 {
         if let Some(&id) = self.ids.get(&bits) {
             return id;
         }

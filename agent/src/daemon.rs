@@ -760,26 +760,26 @@ fn build_dataplane(
     let _ = std::fs::remove_dir_all(&maps_dir);
     let image = &loaded.compiled.image;
     let interfaces = loaded.config.interfaces.len() as u32;
-    let mut dataplane =
-        Dataplane::load_with(Capacity::for_image(image), Some(&maps_dir), interfaces)
-            .context("cannot load the XDP program")?;
-    let program_loaded = started.elapsed();
+    let mut dataplane = Dataplane::load_written(
+        Capacity::for_image(image),
+        Some(&maps_dir),
+        interfaces,
+        image,
+        observation.extras.clone(),
+    )
+    .context("cannot load the XDP program and write the compiled intel into its maps")?;
     set_interface_slots(&dataplane, &loaded.config)?;
     dataplane
         .set_log_rules(&observation.settings)
         .context("cannot write the log rules")?;
-    dataplane
-        .write_initial_with(image, observation.extras.clone())
-        .context("cannot write the compiled intel into the kernel maps")?;
     tracing::info!(
         entries = image.hosts_v4.len()
             + image.hosts_v6.len()
             + image.prefixes_v4.len()
             + image.prefixes_v6.len(),
         classes = loaded.compiled.registry.class_count(),
-        program_ms = program_loaded.as_millis() as u64,
-        write_ms = (started.elapsed() - program_loaded).as_millis() as u64,
-        "maps written"
+        took_ms = started.elapsed().as_millis() as u64,
+        "program loaded and maps written"
     );
     let known = previous.map_or(&[][..], |state| state.interfaces.as_slice());
     let interfaces = attach_all(

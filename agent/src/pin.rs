@@ -217,6 +217,14 @@ pub struct PinnedCapacity {
     pub hosts_v6: u32,
     pub prefixes_v4: u32,
     pub prefixes_v6: u32,
+    /// Absent from the states of agents whose class counters covered every
+    /// class id.
+    #[serde(default = "all_class_ids")]
+    pub classes: u32,
+}
+
+fn all_class_ids() -> u32 {
+    intelwall_common::MAX_CLASSES
 }
 
 impl From<Capacity> for PinnedCapacity {
@@ -226,6 +234,7 @@ impl From<Capacity> for PinnedCapacity {
             hosts_v6: capacity.hosts_v6,
             prefixes_v4: capacity.prefixes_v4,
             prefixes_v6: capacity.prefixes_v6,
+            classes: capacity.classes,
         }
     }
 }
@@ -237,6 +246,7 @@ impl From<PinnedCapacity> for Capacity {
             hosts_v6: capacity.hosts_v6,
             prefixes_v4: capacity.prefixes_v4,
             prefixes_v6: capacity.prefixes_v6,
+            classes: capacity.classes,
         }
     }
 }

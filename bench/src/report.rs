@@ -114,7 +114,7 @@ fn costs(text: &mut String, results: &Results) {
          is loaded with its CLI on a veth in a bench namespace, its maps filled with the hit \
          addresses and then, up to its map capacity, addresses of the same feed; its program \
          is opened by id and run the same way. It matches exact addresses only, so it has no \
-         figure for prefixes. intelwall is loaded with `Dataplane::load` and `write_initial` \
+         figure for prefixes. intelwall is loaded with `Dataplane::load_written` \
          from a compiled image of a generated feed. Rule `i` of `n` requires the dataset \
          `ddos` and a score of at least `i`, and all `n` drop rules match every hit. The \
          safety allowlist is off in every bench config, because it would allow this host's \

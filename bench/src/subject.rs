@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use intelwall::compile::{self, Compiled};
-use intelwall::dataplane::{Capacity, Dataplane};
+use intelwall::dataplane::{Capacity, ClassExtras, Dataplane};
 use intelwall::pipeline::{self, Loaded};
 use intelwall_tests::agent::AgentDirs;
 
@@ -85,11 +85,14 @@ pub fn load(config: &Path) -> Result<Loaded> {
 /// returning the dataplane and the time the load and write took.
 pub fn dataplane(compiled: &Compiled) -> Result<(Dataplane, Duration)> {
     let started = Instant::now();
-    let mut dataplane = Dataplane::load(Capacity::for_image(&compiled.image))
-        .context("cannot load the XDP program")?;
-    dataplane
-        .write_initial(&compiled.image)
-        .context("cannot write the map image")?;
+    let dataplane = Dataplane::load_written(
+        Capacity::for_image(&compiled.image),
+        None,
+        0,
+        &compiled.image,
+        ClassExtras::default(),
+    )
+    .context("cannot load the XDP program and write the map image")?;
     Ok((dataplane, started.elapsed()))
 }
 

@@ -45,6 +45,10 @@ pub mod map_name {
     ];
 }
 
+/// Global of the XDP program: class counters per interface slot in
+/// [`map_name::CLASS_COUNTERS`].
+pub const CLASS_COUNTERS_PER_SLOT: &str = "CLASS_COUNTERS_PER_SLOT";
+
 /// Name of the XDP program in the ELF object.
 pub const XDP_PROGRAM: &str = "intelwall";
 
@@ -193,8 +197,9 @@ pub const UNNAMED_INTERFACE_SLOT: u32 = 0;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InterfaceSlot {
     pub ifindex: u32,
-    /// Counter slot: [`map_name::CLASS_COUNTERS`] has `MAX_CLASSES`
-    /// counters per slot, [`map_name::PATH_COUNTERS`] `PATH_COUNTER_SLOTS`.
+    /// Counter slot: [`map_name::CLASS_COUNTERS`] has one counter per
+    /// class id per slot (as many as the agent sized it for),
+    /// [`map_name::PATH_COUNTERS`] `PATH_COUNTER_SLOTS`.
     pub slot: u32,
 }
 

@@ -307,6 +307,7 @@ fn kernel_verdicts_match_the_interpreter() {
         hosts_v6: 4096,
         prefixes_v4: 4096,
         prefixes_v6: 4096,
+        classes: 4096,
     };
     let mut failures = Vec::new();
     for seed in 0..CASES {

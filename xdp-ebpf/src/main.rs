@@ -20,6 +20,7 @@ mod rewrite;
 mod tag;
 
 use aya_ebpf::{
+    Global,
     bindings::xdp_action,
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
@@ -57,10 +58,19 @@ static CLASSES: Array<ClassRecord> = Array::with_max_entries(GENERATIONS * MAX_C
 #[map(name = "CONTROL")]
 static CONTROL: Array<u32> = Array::with_max_entries(intelwall_common::CONTROL_SLOTS, 0);
 
-/// `MAX_CLASSES` counters per interface slot; the agent sets the number of
-/// slots at load time (one per configured interface, plus the unnamed slot).
+/// [`CLASS_COUNTERS_PER_SLOT`] counters per interface slot; the agent sets
+/// the number of slots at load time (one per configured interface, plus the
+/// unnamed slot).
 #[map(name = "CLASS_COUNTERS")]
 static CLASS_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_CLASSES, 0);
+
+/// Class counters per interface slot, set by the agent at load time from the
+/// class ids its image uses (with room for the transitional ids of an
+/// update). A per-CPU array allocates every element on its own, so counters
+/// for all `MAX_CLASSES` ids would take a tenth of a second to create and
+/// 1 MiB a slot on each CPU.
+#[unsafe(no_mangle)]
+static CLASS_COUNTERS_PER_SLOT: Global<u32> = Global::new(MAX_CLASSES);
 
 /// `PATH_COUNTER_SLOTS` counters per interface slot, sized like
 /// CLASS_COUNTERS.
@@ -166,7 +176,12 @@ fn judge(packet: &Packet<'_>, class: u32, slot: u32) -> u32 {
         Some(record) => *record,
         None => ClassRecord::default(),
     };
-    count(&CLASS_COUNTERS, slot * MAX_CLASSES + class, len);
+    // The agent rebuilds the maps before it writes a class id beyond the
+    // counters, so the check drops no count; it keeps slots apart.
+    let per_slot = CLASS_COUNTERS_PER_SLOT.load();
+    if class < per_slot {
+        count(&CLASS_COUNTERS, slot * per_slot + class, len);
+    }
 
     let fate = Fate::from_u32(record.fate).unwrap_or(Fate::Pass);
     let (action, path) = match fate {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use intelwall_common::{
-    Counter, EVENT_COUNTER_SLOTS, MAX_CLASSES, PATH_COUNTER_SLOTS, TAG_COUNTER_SLOTS, map_name,
+    Counter, EVENT_COUNTER_SLOTS, PATH_COUNTER_SLOTS, TAG_COUNTER_SLOTS, map_name,
 };
 
 use super::DataplaneError;
@@ -58,21 +58,33 @@ impl<'a> CounterMaps<'a> {
     /// The unnamed slot plus one per named interface, as the maps were
     /// sized at load.
     pub fn interface_slots(&self) -> Result<u32, DataplaneError> {
-        let name = map_name::CLASS_COUNTERS;
+        Ok((self.max_entries(map_name::PATH_COUNTERS)? / PATH_COUNTER_SLOTS).max(1))
+    }
+
+    /// Class counters per interface slot, as the maps were sized at load.
+    pub fn class_slots(&self) -> Result<u32, DataplaneError> {
+        Ok(self.max_entries(map_name::CLASS_COUNTERS)? / self.interface_slots()?)
+    }
+
+    fn max_entries(&self, name: &'static str) -> Result<u32, DataplaneError> {
         let info = super::map_data(self.map(name)?)
             .info()
             .map_err(|source| DataplaneError::Read { map: name, source })?;
-        Ok((info.max_entries() / MAX_CLASSES).max(1))
+        Ok(info.max_entries())
     }
 
-    /// Class counters of the first `classes` ids, per interface slot.
+    /// Class counters of the first `classes` ids, per interface slot. Ids
+    /// beyond the counters read as zero.
     pub fn class_counters(&self, classes: usize) -> Result<Vec<Vec<Counter>>, DataplaneError> {
-        let classes = classes.min(MAX_CLASSES as usize) as u32;
+        let per_slot = self.class_slots()?;
+        let counted = classes.min(per_slot as usize) as u32;
         let map = self.per_cpu::<Counter>(map_name::CLASS_COUNTERS)?;
         (0..self.interface_slots()?)
             .map(|slot| {
-                let first = slot * MAX_CLASSES;
-                sum_range(&map, map_name::CLASS_COUNTERS, first, classes)
+                let first = slot * per_slot;
+                let mut counters = sum_range(&map, map_name::CLASS_COUNTERS, first, counted)?;
+                counters.resize(classes, Counter::default());
+                Ok(counters)
             })
             .collect()
     }

@@ -6,7 +6,7 @@ mod counters;
 mod pinned;
 mod update;
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use aya::Ebpf;
 use aya::EbpfLoader;
@@ -15,8 +15,8 @@ use aya::programs::{
     ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId,
 };
 use intelwall_common::{
-    COVER_V4_ENTRIES, ClassEntry, ClassRecord, Control, Counter, GENERATIONS,
-    INTERFACE_TABLE_ENTRIES, InterfaceSlot, LogRule, MAX_CLASSES, MAX_LOG_RULES,
+    CLASS_COUNTERS_PER_SLOT, COVER_V4_ENTRIES, ClassEntry, ClassRecord, Control, Counter,
+    GENERATIONS, INTERFACE_TABLE_ENTRIES, InterfaceSlot, LogRule, MAX_CLASSES, MAX_LOG_RULES,
     PATH_COUNTER_SLOTS, TAG_PROGRAM, XDP_PROGRAM, class_slot, map_name, record_flags,
 };
 
@@ -34,6 +34,9 @@ static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("INTELWALL_XDP_OBJEC
 /// Smallest capacity of a host or prefix map, so that small feeds can grow a
 /// little without the maps being rebuilt.
 const MIN_MAP_CAPACITY: u32 = 1024;
+
+/// Fewest class counters per interface slot.
+const MIN_CLASS_CAPACITY: u32 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -148,6 +151,9 @@ pub struct Capacity {
     pub hosts_v6: u32,
     pub prefixes_v4: u32,
     pub prefixes_v6: u32,
+    /// Class ids that the class counters cover, per interface slot: ids from
+    /// 0 to `classes - 1`, at most `MAX_CLASSES`.
+    pub classes: u32,
 }
 
 impl Capacity {
@@ -165,8 +171,19 @@ impl Capacity {
             hosts_v6: size(image.hosts_v6.len()),
             prefixes_v4: size(image.prefixes_v4.len()),
             prefixes_v6: size(image.prefixes_v6.len()),
+            classes: class_capacity(image.classes.len()),
         }
     }
+}
+
+/// Counters per interface slot for an image whose class ids stop below
+/// `class_ids`. An update needs ids for the old classes, the new ones and
+/// transitional ones at once, hence four times the ids, as a power of two.
+fn class_capacity(class_ids: usize) -> u32 {
+    let wanted = class_ids.saturating_mul(4).max(MIN_CLASS_CAPACITY as usize);
+    u32::try_from(wanted.next_power_of_two())
+        .unwrap_or(MAX_CLASSES)
+        .min(MAX_CLASSES)
 }
 
 /// How an interface ended up attached.
@@ -218,38 +235,61 @@ impl Dataplane {
 
     /// Like [`Dataplane::load_pinned`], with counters for `interfaces`
     /// named interfaces besides the unnamed slot. Each slot costs
-    /// `MAX_CLASSES` counters (1 MiB) per possible CPU.
+    /// `capacity.classes` counters of 16 bytes per possible CPU.
     pub fn load_with(
         capacity: Capacity,
         maps_dir: Option<&std::path::Path>,
         interfaces: u32,
     ) -> Result<Dataplane, DataplaneError> {
-        raise_memlock_limit();
-        let slots = interfaces + 1;
-        let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(map_name::HOSTS_V4, capacity.hosts_v4)
-            .map_max_entries(map_name::HOSTS_V6, capacity.hosts_v6)
-            .map_max_entries(map_name::PREFIXES_V4, capacity.prefixes_v4)
-            .map_max_entries(map_name::PREFIXES_V6, capacity.prefixes_v6)
-            .map_max_entries(map_name::CLASS_COUNTERS, slots * MAX_CLASSES)
-            .map_max_entries(map_name::PATH_COUNTERS, slots * PATH_COUNTER_SLOTS);
-        if let Some(dir) = maps_dir {
-            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Write {
-                map: "pin directory",
-                source,
-            })?;
-            for name in map_name::ALL {
-                loader.map_pin_path(name, dir.join(name));
-            }
-        }
-        let mut ebpf = loader.load(XDP_OBJECT).map_err(DataplaneError::Load)?;
-        program_mut(&mut ebpf)?
-            .load()
-            .map_err(DataplaneError::Verify)?;
-        tag_program_mut(&mut ebpf)?
-            .load()
-            .map_err(DataplaneError::Verify)?;
+        let mut ebpf = create_maps(capacity, maps_dir, interfaces)?;
+        verify_programs(&mut ebpf)?;
+        let mut dataplane = Dataplane::from_loaded(ebpf, capacity)?;
+        let class_slots = dataplane.counter_maps().class_slots()?;
+        dataplane.capacity.classes = class_slots;
+        Ok(dataplane)
+    }
+
+    /// Loads the embedded program into new maps, as [`Dataplane::load_with`]
+    /// does, and writes `image` into them as
+    /// [`Dataplane::write_initial_with`] does. The addresses are written
+    /// while the kernel verifies the program: the writes need only the maps,
+    /// and each step takes a tenth of a second or more at a million
+    /// indicators.
+    pub fn load_written(
+        capacity: Capacity,
+        maps_dir: Option<&std::path::Path>,
+        interfaces: u32,
+        image: &MapImage,
+        extras: ClassExtras,
+    ) -> Result<Dataplane, DataplaneError> {
+        check_capacity(capacity, image)?;
+        let mut ebpf = create_maps(capacity, maps_dir, interfaces)?;
+        let address_maps = ADDRESS_MAPS
+            .into_iter()
+            .map(|name| Ok((name, owned_map_fd(&ebpf, name)?)))
+            .collect::<Result<Vec<_>, DataplaneError>>()?;
+        let find = |name: &'static str| {
+            address_maps
+                .iter()
+                .find(|(known, _)| *known == name)
+                .map(|(_, fd)| fd.as_fd())
+                .ok_or(DataplaneError::MissingMap(name))
+        };
+        let (written, verified) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| write_addresses(&find, image));
+            let verified = verify_programs(&mut ebpf);
+            let written = writer.join().expect("the address writer does not panic");
+            (written, verified)
+        });
+        verified?;
+        written?;
+        let mut dataplane = Dataplane::from_loaded(ebpf, capacity)?;
+        dataplane.extras = extras;
+        dataplane.write_classes(&image.classes)?;
+        Ok(dataplane)
+    }
+
+    fn from_loaded(ebpf: Ebpf, capacity: Capacity) -> Result<Dataplane, DataplaneError> {
         let mut dataplane = Dataplane {
             ebpf,
             capacity,
@@ -302,10 +342,8 @@ impl Dataplane {
         image: &MapImage,
         extras: ClassExtras,
     ) -> Result<(), DataplaneError> {
-        self.check_capacity(image)?;
-        self.write_hosts(image)?;
-        self.write_prefixes(image)?;
-        self.write_cover(&image.cover_v4)?;
+        check_capacity(self.capacity, image)?;
+        write_addresses(&|name| self.map_fd(name), image)?;
         self.extras = extras;
         self.write_classes(&image.classes)
     }
@@ -352,62 +390,6 @@ impl Dataplane {
     /// The ring buffer of sampled events, for one reader. `None` once taken.
     pub fn take_events(&mut self) -> Option<Map> {
         self.ebpf.take_map(map_name::EVENTS)
-    }
-
-    fn check_capacity(&self, image: &MapImage) -> Result<(), DataplaneError> {
-        let checks = [
-            (
-                map_name::HOSTS_V4,
-                image.hosts_v4.len(),
-                self.capacity.hosts_v4,
-            ),
-            (
-                map_name::HOSTS_V6,
-                image.hosts_v6.len(),
-                self.capacity.hosts_v6,
-            ),
-            (
-                map_name::PREFIXES_V4,
-                image.prefixes_v4.len(),
-                self.capacity.prefixes_v4,
-            ),
-            (
-                map_name::PREFIXES_V6,
-                image.prefixes_v6.len(),
-                self.capacity.prefixes_v6,
-            ),
-        ];
-        for (map, needed, capacity) in checks {
-            if needed > capacity as usize {
-                return Err(DataplaneError::Capacity {
-                    map,
-                    needed,
-                    capacity,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn write_hosts(&mut self, image: &MapImage) -> Result<(), DataplaneError> {
-        let (keys, values): (Vec<[u8; 4]>, Vec<u32>) = image.hosts_v4.iter().copied().unzip();
-        self.update(map_name::HOSTS_V4, &keys, &values)?;
-        let (keys, values): (Vec<[u8; 16]>, Vec<u32>) = image.hosts_v6.iter().copied().unzip();
-        self.update(map_name::HOSTS_V6, &keys, &values)
-    }
-
-    fn write_prefixes(&mut self, image: &MapImage) -> Result<(), DataplaneError> {
-        let (keys, values) = prefix_keys(&image.prefixes_v4);
-        self.update(map_name::PREFIXES_V4, &keys, &values)?;
-        let (keys, values) = prefix_keys(&image.prefixes_v6);
-        self.update(map_name::PREFIXES_V6, &keys, &values)
-    }
-
-    fn write_cover(&mut self, flags: &[u8]) -> Result<(), DataplaneError> {
-        debug_assert_eq!(flags.len(), COVER_V4_ENTRIES as usize);
-        let keys: Vec<u32> = (0..COVER_V4_ENTRIES).collect();
-        let values: Vec<[u8; 1]> = flags.iter().map(|flag| [*flag]).collect();
-        self.update(map_name::COVER_V4, &keys, &values)
     }
 
     /// Writes a class table into the idle half and makes it active, with
@@ -631,6 +613,135 @@ fn attach_with(
     })
 }
 
+/// Builds the loader with the maps sized and, with `maps_dir`, pinned, and
+/// creates the maps. The programs are not verified yet.
+fn create_maps(
+    capacity: Capacity,
+    maps_dir: Option<&std::path::Path>,
+    interfaces: u32,
+) -> Result<Ebpf, DataplaneError> {
+    raise_memlock_limit();
+    let slots = interfaces + 1;
+    // Reused pinned counters keep their size, which the program must use.
+    let class_slots = maps_dir
+        .and_then(|dir| PinnedCounterMaps::open(dir).ok())
+        .and_then(|maps| maps.counters().class_slots().ok())
+        .unwrap_or(capacity.classes);
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(map_name::HOSTS_V4, capacity.hosts_v4)
+        .map_max_entries(map_name::HOSTS_V6, capacity.hosts_v6)
+        .map_max_entries(map_name::PREFIXES_V4, capacity.prefixes_v4)
+        .map_max_entries(map_name::PREFIXES_V6, capacity.prefixes_v6)
+        .map_max_entries(map_name::CLASS_COUNTERS, slots * class_slots)
+        .map_max_entries(map_name::PATH_COUNTERS, slots * PATH_COUNTER_SLOTS)
+        .override_global(CLASS_COUNTERS_PER_SLOT, &class_slots, true);
+    if let Some(dir) = maps_dir {
+        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Write {
+            map: "pin directory",
+            source,
+        })?;
+        for name in map_name::ALL {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    loader.load(XDP_OBJECT).map_err(DataplaneError::Load)
+}
+
+/// Loads the XDP and TC programs into the kernel, which verifies them.
+fn verify_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    program_mut(ebpf)?.load().map_err(DataplaneError::Verify)?;
+    tag_program_mut(ebpf)?
+        .load()
+        .map_err(DataplaneError::Verify)
+}
+
+/// The maps that [`write_addresses`] fills.
+const ADDRESS_MAPS: [&str; 5] = [
+    map_name::HOSTS_V4,
+    map_name::HOSTS_V6,
+    map_name::PREFIXES_V4,
+    map_name::PREFIXES_V6,
+    map_name::COVER_V4,
+];
+
+/// Writes the hosts, prefixes and cover flags of `image` into the maps that
+/// `map_fd` finds by name.
+fn write_addresses<'a>(
+    map_fd: &dyn Fn(&'static str) -> Result<BorrowedFd<'a>, DataplaneError>,
+    image: &MapImage,
+) -> Result<(), DataplaneError> {
+    let (keys, values): (Vec<[u8; 4]>, Vec<u32>) = image.hosts_v4.iter().copied().unzip();
+    write_map(map_fd, map_name::HOSTS_V4, &keys, &values)?;
+    let (keys, values): (Vec<[u8; 16]>, Vec<u32>) = image.hosts_v6.iter().copied().unzip();
+    write_map(map_fd, map_name::HOSTS_V6, &keys, &values)?;
+    let (keys, values) = prefix_keys(&image.prefixes_v4);
+    write_map(map_fd, map_name::PREFIXES_V4, &keys, &values)?;
+    let (keys, values) = prefix_keys(&image.prefixes_v6);
+    write_map(map_fd, map_name::PREFIXES_V6, &keys, &values)?;
+    debug_assert_eq!(image.cover_v4.len(), COVER_V4_ENTRIES as usize);
+    let keys: Vec<u32> = (0..COVER_V4_ENTRIES).collect();
+    let values: Vec<[u8; 1]> = image.cover_v4.iter().map(|flag| [*flag]).collect();
+    write_map(map_fd, map_name::COVER_V4, &keys, &values)
+}
+
+fn write_map<'a, K: batch::Plain, V: batch::Plain>(
+    map_fd: &dyn Fn(&'static str) -> Result<BorrowedFd<'a>, DataplaneError>,
+    map: &'static str,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), DataplaneError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    batch::update(map_fd(map)?, keys, values)
+        .map_err(|source| DataplaneError::Write { map, source })
+}
+
+/// Refuses an image that does not fit maps of `capacity`.
+fn check_capacity(capacity: Capacity, image: &MapImage) -> Result<(), DataplaneError> {
+    let checks = [
+        (
+            map_name::CLASS_COUNTERS,
+            image.classes.len(),
+            capacity.classes,
+        ),
+        (map_name::HOSTS_V4, image.hosts_v4.len(), capacity.hosts_v4),
+        (map_name::HOSTS_V6, image.hosts_v6.len(), capacity.hosts_v6),
+        (
+            map_name::PREFIXES_V4,
+            image.prefixes_v4.len(),
+            capacity.prefixes_v4,
+        ),
+        (
+            map_name::PREFIXES_V6,
+            image.prefixes_v6.len(),
+            capacity.prefixes_v6,
+        ),
+    ];
+    for (map, needed, capacity) in checks {
+        if needed > capacity as usize {
+            return Err(DataplaneError::Capacity {
+                map,
+                needed,
+                capacity,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Returns a descriptor of map `name` of its own, which stays valid however
+/// `ebpf` is borrowed meanwhile.
+fn owned_map_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, DataplaneError> {
+    let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+    map_data(map)
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| DataplaneError::Write { map: name, source })
+}
+
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
     ebpf.program_mut(XDP_PROGRAM)
         .ok_or(DataplaneError::MissingMap("program intelwall"))?
@@ -746,6 +857,7 @@ mod tests {
             hosts_v6: 16,
             prefixes_v4: 16,
             prefixes_v6: 16,
+            classes: 16,
         }
     }
 
@@ -790,5 +902,68 @@ mod tests {
             left.hosts_v4.is_empty(),
             "a refused image was partly written"
         );
+    }
+
+    /// An Ethernet frame with an IPv4 UDP header from `source`; the program
+    /// reads no further.
+    fn ipv4_frame(source: [u8; 4]) -> Vec<u8> {
+        let mut frame = vec![0u8; 42];
+        frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        frame[14] = 0x45;
+        frame[16..18].copy_from_slice(&28u16.to_be_bytes());
+        frame[22] = 64;
+        frame[23] = 17;
+        frame[26..30].copy_from_slice(&source);
+        frame[30..34].copy_from_slice(&[198, 51, 100, 1]);
+        frame[38..40].copy_from_slice(&8u16.to_be_bytes());
+        frame
+    }
+
+    #[test]
+    fn class_counters_cover_their_capacity() {
+        if !is_root() {
+            return;
+        }
+        let mut dataplane = Dataplane::load(small()).unwrap();
+        assert_eq!(dataplane.counter_maps().class_slots().unwrap(), 16);
+        let mut classes = vec![ClassEntry::default(); 16];
+        classes[15].fate = intelwall_common::Fate::Drop as u32;
+        let mut cover_v4 = vec![0; COVER_V4_ENTRIES as usize];
+        cover_v4[192 << 8] = intelwall_common::cover::HOSTS;
+        let image = MapImage {
+            hosts_v4: vec![([192, 0, 2, 1], 15)],
+            cover_v4,
+            classes,
+            ..MapImage::default()
+        };
+        dataplane.write_initial(&image).unwrap();
+        let action = dataplane.test_run(&ipv4_frame([192, 0, 2, 1])).unwrap();
+        assert_eq!(action, 1, "XDP_DROP");
+        let counters = dataplane.class_counters(16).unwrap();
+        assert_eq!(counters[15].packets, 1, "the highest class id is counted");
+
+        let mut wider = image.clone();
+        wider.classes.push(ClassEntry::default());
+        let registry = crate::compile::Registry::default();
+        let old = crate::compile::Enforced {
+            registry: &registry,
+            image: &image,
+        };
+        let new = crate::compile::Enforced {
+            registry: &registry,
+            image: &wider,
+        };
+        let error = dataplane.apply(old, new).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "CLASS_COUNTERS needs 17 entries but its capacity is 16"
+        );
+    }
+
+    #[test]
+    fn class_capacity_leaves_room_for_updates() {
+        assert_eq!(class_capacity(2), MIN_CLASS_CAPACITY);
+        assert_eq!(class_capacity(1000), 4096);
+        assert_eq!(class_capacity(MAX_CLASSES as usize), MAX_CLASSES);
     }
 }

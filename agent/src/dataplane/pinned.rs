@@ -242,6 +242,7 @@ impl Dataplane {
             hosts_v6: max_entries(map_name::HOSTS_V6)?,
             prefixes_v4: max_entries(map_name::PREFIXES_V4)?,
             prefixes_v6: max_entries(map_name::PREFIXES_V6)?,
+            classes: max_entries(map_name::CLASS_COUNTERS)? / self.interface_slots()?,
         })
     }
 

@@ -267,6 +267,7 @@ impl Dataplane {
         new: Enforced<'_>,
         new_extras: ClassExtras,
     ) -> Result<UpdateStats, DataplaneError> {
+        self.check_class_capacity(new.image.classes.len())?;
         if old.image.same_entries(new.image) {
             return self.apply_rules_only(new, new_extras);
         }
@@ -336,6 +337,8 @@ impl Dataplane {
         let staged_hosts_v6 = stage(&hosts_v6, &mut transitions)?;
         let staged_prefixes_v4 = stage(&prefixes_v4, &mut transitions)?;
         let staged_prefixes_v6 = stage(&prefixes_v6, &mut transitions)?;
+        let transitional_limit = transitions.ids.values().max().map_or(0, |id| id + 1);
+        self.check_class_capacity(transitional_limit as usize)?;
 
         // Step 0: cover flags grow to both images.
         let union_cover: Vec<u8> = old
@@ -394,6 +397,19 @@ impl Dataplane {
         stats.add(&self.finish_map(map_name::PREFIXES_V6, &prefixes_v6)?);
         self.write_cover_changes(&union_cover, &new.image.cover_v4)?;
         Ok(stats)
+    }
+
+    /// Refuses class ids that the class counters do not cover, so that the
+    /// maps are rebuilt before any packet goes uncounted.
+    fn check_class_capacity(&self, class_ids: usize) -> Result<(), DataplaneError> {
+        if class_ids > self.capacity.classes as usize {
+            return Err(DataplaneError::Capacity {
+                map: map_name::CLASS_COUNTERS,
+                needed: class_ids,
+                capacity: self.capacity.classes,
+            });
+        }
+        Ok(())
     }
 
     fn check_peak_capacity(

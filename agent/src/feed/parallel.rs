@@ -27,7 +27,7 @@ use crate::intel::Intel;
 
 /// Files smaller than this load on one core: below it, cutting and joining
 /// cost more than they save.
-pub const MIN_PARALLEL_BYTES: u64 = 16 * 1024 * 1024;
+pub const MIN_PARALLEL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Returns whether a feed of `format` in a file of `size` bytes starting
 /// with `start` loads in parts.

@@ -312,6 +312,11 @@ impl Intel {
             .collect()
     }
 
+    /// Returns the indicators of `feed`.
+    pub fn table(&self, feed: FeedId) -> &IndicatorTable {
+        &self.tables[usize::from(feed)]
+    }
+
     /// Installs the indicators of `feed`, replacing what it had.
     pub fn set_table(&mut self, feed: FeedId, table: IndicatorTable) {
         self.tables[usize::from(feed)] = Arc::new(table);

@@ -191,6 +191,82 @@ impl IndicatorTable {
     }
 }
 
+impl IndicatorTable {
+    /// Returns the distinct indicators that contain `net` or lie inside it,
+    /// `net` itself included. Binary searches: one for the run of indicators
+    /// inside `net`, one for each wider prefix length.
+    pub fn overlapping(&self, net: IpNet) -> Vec<IpNet> {
+        let mut found = Vec::new();
+        match net.trunc() {
+            IpNet::V4(net) => {
+                for len in 0..net.prefix_len() {
+                    let wider = Ipv4Net::new(net.network(), len)
+                        .expect("shorter length")
+                        .trunc();
+                    if contains_key(&self.v4, v4_key(wider)) {
+                        found.push(IpNet::V4(wider));
+                    }
+                }
+                let first = v4_key(net);
+                let last = (u64::from(u32::from(net.broadcast())) << 8) | 0xff;
+                let inside = key_run(&self.v4, first, last);
+                found.extend(distinct_keys(inside).map(|key| IpNet::V4(v4_net(key))));
+            }
+            IpNet::V6(net) => {
+                for len in 0..net.prefix_len() {
+                    let wider = Ipv6Net::new(net.network(), len)
+                        .expect("shorter length")
+                        .trunc();
+                    if contains_key(&self.v6, v6_key(wider)) {
+                        found.push(IpNet::V6(wider));
+                    }
+                }
+                let first = v6_key(net);
+                let broadcast = u128::from(net.broadcast());
+                let last = V6Key((broadcast >> 64) as u64, broadcast as u64, u8::MAX);
+                let inside = key_run(&self.v6, first, last);
+                found.extend(distinct_keys(inside).map(|key| IpNet::V6(v6_net(key))));
+            }
+        }
+        found
+    }
+
+    /// Returns the distinct indicators whose prefix is shorter than `len`.
+    pub fn shorter_than(&self, len: u8) -> Vec<IpNet> {
+        let v4 = distinct_keys(&self.v4)
+            .filter(|key| ((key & 0xff) as u8) < len)
+            .map(|key| IpNet::V4(v4_net(key)));
+        let v6 = distinct_keys(&self.v6)
+            .filter(|key| key.2 < len)
+            .map(|key| IpNet::V6(v6_net(key)));
+        v4.chain(v6).collect()
+    }
+}
+
+fn contains_key<K: Copy + Ord>(records: &[(K, Sighting)], key: K) -> bool {
+    records
+        .binary_search_by(|(other, _)| other.cmp(&key))
+        .is_ok()
+}
+
+/// Returns the records whose keys lie between `first` and `last`, both
+/// included.
+fn key_run<K: Copy + Ord>(records: &[(K, Sighting)], first: K, last: K) -> &[(K, Sighting)] {
+    let start = records.partition_point(|(key, _)| *key < first);
+    let end = records.partition_point(|(key, _)| *key <= last);
+    &records[start..end.max(start)]
+}
+
+/// Returns each key of sorted `records` once, although an indicator has a
+/// record for each sighting.
+fn distinct_keys<K: Copy + Ord>(records: &[(K, Sighting)]) -> impl Iterator<Item = K> + '_ {
+    records
+        .iter()
+        .enumerate()
+        .filter(|&(index, (key, _))| index == 0 || records[index - 1].0 != *key)
+        .map(|(_, (key, _))| *key)
+}
+
 fn extend_matching<K: Copy + Ord>(records: &[(K, Sighting)], key: K, out: &mut Sightings) {
     let start = records.partition_point(|(other, _)| *other < key);
     out.extend(
@@ -374,6 +450,71 @@ mod tests {
                 ("192.0.2.2/32".to_owned(), 1),
                 ("192.0.2.3/32".to_owned(), 1)
             ]
+        );
+    }
+
+    /// Random nets inside 10.0.0.0/8 and 2001:db8::/32, so that many of
+    /// them nest.
+    fn random_nets(rng: &mut fastrand::Rng, count: usize) -> Vec<IpNet> {
+        (0..count)
+            .map(|_| {
+                if rng.bool() {
+                    let address = Ipv4Addr::from(0x0a00_0000 | rng.u32(..0x0001_0000) << 8);
+                    IpNet::V4(Ipv4Net::new(address, rng.u8(8..=32)).unwrap().trunc())
+                } else {
+                    let low = u128::from(rng.u16(..)) << 80;
+                    let address = Ipv6Addr::from(0x2001_0db8_u128 << 96 | low);
+                    IpNet::V6(Ipv6Net::new(address, rng.u8(32..=128)).unwrap().trunc())
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn overlapping_matches_a_scan() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let nets = random_nets(&mut rng, 2_000);
+        let mut builder = TableBuilder::default();
+        for (index, net) in nets.iter().enumerate() {
+            // Two sightings for some indicators: each must come once.
+            builder.push(*net, sighting(index as u32, 0));
+            if index % 3 == 0 {
+                builder.push(*net, sighting(index as u32 + 1, 0));
+            }
+        }
+        let (table, _) = builder.finish();
+        let mut distinct = nets.clone();
+        distinct.sort();
+        distinct.dedup();
+
+        for query in random_nets(&mut rng, 300) {
+            let mut found = table.overlapping(query);
+            found.sort();
+            let expected: Vec<IpNet> = distinct
+                .iter()
+                .filter(|net| net.contains(&query) || query.contains(*net))
+                .copied()
+                .collect();
+            assert_eq!(found, expected, "indicators overlapping {query}");
+        }
+    }
+
+    #[test]
+    fn shorter_than_lists_each_wide_prefix_once() {
+        let mut builder = TableBuilder::default();
+        for text in [
+            "10.0.0.0/8",
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "2001:db8::/16",
+            "2001:db8::/32",
+        ] {
+            builder.push(net(text), sighting(0, 0));
+        }
+        let (table, _) = builder.finish();
+        assert_eq!(
+            table.shorter_than(17),
+            [net("10.0.0.0/8"), net("10.1.0.0/16"), net("2001::/16")]
         );
     }
 }

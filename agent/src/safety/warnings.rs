@@ -2,7 +2,7 @@
 //! overlap a protected address.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{SafetyNet, display_net};
 use crate::config::SafetyConfig;
-use crate::intel::{FeedId, Intel};
+use crate::intel::{FeedId, IndicatorTable, Intel};
 
 /// Examples a warning keeps; the rest are counted.
 const MAX_EXAMPLES: usize = 5;
@@ -200,33 +200,33 @@ pub fn prefix_warnings(
     config: &SafetyConfig,
     protected: &[SafetyNet],
 ) -> Vec<PrefixWarning> {
-    let mut groups: HashMap<(Problem, FeedId), Group> = HashMap::new();
-    let mut feeds: Vec<FeedId> = Vec::new();
-    let mut problems: Vec<(Problem, Option<SpecialRange>)> = Vec::new();
-
-    for (indicator, sightings) in intel.indicators() {
-        problems.clear();
-        find_problems(&indicator, config, protected, &mut problems);
-        if problems.is_empty() {
-            continue;
+    // Each problem is looked up in the feed's sorted table, so the cost
+    // follows the offending indicators, not the feed's size.
+    let mut groups: Vec<((Problem, FeedId), Group)> = Vec::new();
+    for feed in 0..intel.feeds().len() as FeedId {
+        let table = intel.table(feed);
+        for (index, safety_net) in protected.iter().enumerate() {
+            let found = table.overlapping(safety_net.net);
+            let examples = found.into_iter().map(|indicator| PrefixExample {
+                indicator,
+                range: None,
+            });
+            push_group(&mut groups, (Problem::Protected(index), feed), examples);
         }
-
-        feeds.clear();
-        feeds.extend(sightings.iter().map(|sighting| sighting.feed));
-        feeds.sort_unstable();
-        feeds.dedup();
-
-        for &(problem, range) in &problems {
-            for &feed in &feeds {
-                let group = groups.entry((problem, feed)).or_default();
-                group.add(PrefixExample { indicator, range });
-            }
-        }
+        let wide = table.shorter_than(config.wide_prefix_len);
+        let examples = wide.into_iter().map(|indicator| PrefixExample {
+            indicator,
+            range: None,
+        });
+        push_group(&mut groups, (Problem::Wide, feed), examples);
+        let private = first_ranges(table, &PRIVATE_RANGES);
+        push_group(&mut groups, (Problem::Private, feed), private);
+        let reserved = first_ranges(table, &RESERVED_RANGES);
+        push_group(&mut groups, (Problem::Reserved, feed), reserved);
     }
 
-    let mut keyed: Vec<_> = groups.into_iter().collect();
-    keyed.sort_by_key(|&((problem, feed), _)| (problem, feed));
-    keyed
+    groups.sort_by_key(|&(key, _)| key);
+    groups
         .into_iter()
         .map(|((problem, feed), group)| PrefixWarning {
             feed: intel.feed(feed).name.clone(),
@@ -246,6 +246,39 @@ pub fn prefix_warnings(
         .collect()
 }
 
+/// Adds a group for `key` unless `examples` is empty.
+fn push_group(
+    groups: &mut Vec<((Problem, FeedId), Group)>,
+    key: (Problem, FeedId),
+    examples: impl IntoIterator<Item = PrefixExample>,
+) {
+    let mut group = Group::default();
+    for example in examples {
+        group.add(example);
+    }
+    if group.count > 0 {
+        groups.push((key, group));
+    }
+}
+
+/// Returns the indicators of `table` that overlap any of `ranges`, each
+/// with the first range in `ranges` that it overlaps.
+fn first_ranges(table: &IndicatorTable, ranges: &[SpecialRange]) -> Vec<PrefixExample> {
+    let mut seen: HashSet<IpNet> = HashSet::new();
+    let mut examples = Vec::new();
+    for range in ranges {
+        for indicator in table.overlapping(range.net) {
+            if seen.insert(indicator) {
+                examples.push(PrefixExample {
+                    indicator,
+                    range: Some(*range),
+                });
+            }
+        }
+    }
+    examples
+}
+
 /// The problems of one indicator, in the order warnings are sorted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Problem {
@@ -254,41 +287,6 @@ enum Problem {
     Wide,
     Private,
     Reserved,
-}
-
-fn find_problems(
-    indicator: &IpNet,
-    config: &SafetyConfig,
-    protected: &[SafetyNet],
-    problems: &mut Vec<(Problem, Option<SpecialRange>)>,
-) {
-    for (index, safety_net) in protected.iter().enumerate() {
-        if overlaps(indicator, &safety_net.net) {
-            problems.push((Problem::Protected(index), None));
-        }
-    }
-    if indicator.prefix_len() < config.wide_prefix_len {
-        problems.push((Problem::Wide, None));
-    }
-    if let Some(range) = first_overlap(indicator, &PRIVATE_RANGES) {
-        problems.push((Problem::Private, Some(range)));
-    }
-    if let Some(range) = first_overlap(indicator, &RESERVED_RANGES) {
-        problems.push((Problem::Reserved, Some(range)));
-    }
-}
-
-fn first_overlap(indicator: &IpNet, ranges: &[SpecialRange]) -> Option<SpecialRange> {
-    ranges
-        .iter()
-        .find(|range| overlaps(indicator, &range.net))
-        .copied()
-}
-
-/// Checks whether one net contains the other. Nets of different families
-/// never overlap.
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(b) || b.contains(a)
 }
 
 /// The indicators of one feed with one problem.
