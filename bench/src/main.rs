@@ -4,6 +4,7 @@
 
 mod bpf;
 mod changes;
+mod checking;
 mod e2e;
 mod feedgen;
 mod kernel;
@@ -55,6 +56,8 @@ struct Plan {
     mixed_load_size: usize,
     peer_timeout: Duration,
     change_runs: usize,
+    /// Runs of `intelwall check` on the mixed load's feed.
+    check_runs: usize,
 }
 
 impl Plan {
@@ -76,6 +79,7 @@ impl Plan {
                 mixed_load_size: 1_000_000,
                 peer_timeout: Duration::from_secs(120),
                 change_runs: 2,
+                check_runs: 1,
             };
         }
         Plan {
@@ -94,6 +98,7 @@ impl Plan {
             mixed_load_size: 10_000_000,
             peer_timeout: Duration::from_secs(300),
             change_runs: 2,
+            check_runs: 2,
         }
     }
 }
@@ -204,13 +209,34 @@ fn run(cli: &Cli) -> Result<Results> {
     drop(list_input);
     // A failure here leaves the other figures standing: the table reports
     // which subject failed and why.
-    match mixed_load(
-        &plan,
-        mixed_feed,
-        mixed_library_seconds,
-        work.path(),
-        &cli.agent,
-    ) {
+    let mixed = match mixed_feed {
+        Some(kept) => Ok(kept),
+        None => write_mixed(&plan, work.path()),
+    };
+    eprintln!("check: {} mixed indicators", group(plan.mixed_load_size));
+    let check = match &mixed {
+        Ok((feed, _)) => checking::measure(
+            &cli.agent,
+            &feed.path,
+            feed.indicators,
+            work.path(),
+            plan.check_runs,
+            plan.peer_timeout,
+        )
+        .map_err(|error| format!("{error:#}")),
+        Err(error) => Err(format!("{error:#}")),
+    };
+    let mixed_table = mixed.and_then(|(feed, config)| {
+        mixed_load(
+            feed,
+            &config,
+            mixed_library_seconds,
+            work.path(),
+            &cli.agent,
+            &plan,
+        )
+    });
+    match mixed_table {
         Ok(table) => loads.push(table),
         Err(error) => loads.push(loading::LoadTable {
             feed: "mixed jsonl feed with attributes, 64 rules".into(),
@@ -241,33 +267,34 @@ fn run(cli: &Cli) -> Result<Results> {
         e2e_window_seconds: plan.e2e_window.as_secs_f64(),
         e2e_runs: plan.e2e_runs,
         loads,
+        check,
         changes,
         change_size,
         commands: commands(cli.quick),
     })
 }
 
-/// Loads the generated mixed feed kept from the kernel measurements, or
-/// generates it when its size was not among them.
+/// Generates the mixed feed of the load, when its size was not among the
+/// kernel measurements, with its 64-rule config.
+fn write_mixed(plan: &Plan, work: &Path) -> Result<(feedgen::MixedFeed, PathBuf)> {
+    let feed = feedgen::write_mixed(work, plan.mixed_load_size, 0)?;
+    let config = subject::write_mixed_config(work, &feed.path, 64)?;
+    Ok((feed, config))
+}
+
+/// Loads the generated mixed feed with every subject.
 fn mixed_load(
-    plan: &Plan,
-    kept: Option<(feedgen::MixedFeed, PathBuf)>,
+    feed: feedgen::MixedFeed,
+    config: &Path,
     library_seconds: Option<f64>,
     work: &Path,
     agent: &Path,
+    plan: &Plan,
 ) -> Result<loading::LoadTable> {
-    let (feed, config) = match kept {
-        Some(kept) => kept,
-        None => {
-            let feed = feedgen::write_mixed(work, plan.mixed_load_size, 0)?;
-            let config = subject::write_mixed_config(work, &feed.path, 64)?;
-            (feed, config)
-        }
-    };
     let (v4, v6) = loading::indicators_of(&feed.path)?;
     let input = LoadInput {
         feed_name: "mixed jsonl feed with attributes, 64 rules".into(),
-        config: &config,
+        config,
         indicators: feed.indicators,
         v4,
         v6,

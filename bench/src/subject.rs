@@ -17,7 +17,7 @@ use intelwall_tests::agent::AgentDirs;
 /// address that the bench uses as a hit (192.0.2.1 on some test machines).
 /// Every agent the bench starts sits in a testbed namespace, where the
 /// allowlist protects nothing.
-const SAFETY_OFF: &str = "[safety]\nenabled = false\n\n";
+pub const SAFETY_OFF: &str = "[safety]\nenabled = false\n\n";
 
 /// Rule counts of the per-packet cases; the largest is the config's.
 pub const RULE_COUNTS: [usize; 4] = [1, 10, 32, 64];
