@@ -35,7 +35,7 @@ static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("INTELWALL_XDP_OBJEC
 /// little without the maps being rebuilt.
 const MIN_MAP_CAPACITY: u32 = 1024;
 
-/// Fewest class counters per interface slot.
+/// Minimum number of class counters per interface slot.
 const MIN_CLASS_CAPACITY: u32 = 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -698,7 +698,7 @@ fn write_map<'a, K: batch::Plain, V: batch::Plain>(
         .map_err(|source| DataplaneError::Write { map, source })
 }
 
-/// Refuses an image that does not fit maps of `capacity`.
+/// Rejects an image that does not fit maps of `capacity`.
 fn check_capacity(capacity: Capacity, image: &MapImage) -> Result<(), DataplaneError> {
     let checks = [
         (
@@ -904,8 +904,8 @@ mod tests {
         );
     }
 
-    /// An Ethernet frame with an IPv4 UDP header from `source`; the program
-    /// reads no further.
+    /// Builds an Ethernet frame with an IPv4 UDP header from `source`. The
+    /// program reads no further.
     fn ipv4_frame(source: [u8; 4]) -> Vec<u8> {
         let mut frame = vec![0u8; 42];
         frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
