@@ -64,9 +64,17 @@ pub enum LoadError {
         #[source]
         source: Box<FeedError>,
     },
-    /// A rendered rule diagnostic: location, source line and caret.
-    #[error("{0}")]
-    Rule(String),
+    /// A rule that does not parse. `rendered` is the diagnostic as printed:
+    /// location, message, source line and caret.
+    #[error("rule `{rule}`: {rendered}")]
+    Rule {
+        rule: String,
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+        rendered: String,
+    },
     #[error(transparent)]
     Compile(#[from] CompileError),
     #[error("safety allowlist: {0}")]
@@ -639,7 +647,14 @@ fn parse_rules(config: &Config, lists: &Lists) -> Result<Vec<RuleSpec>, LoadErro
             let location = format!("{}:{line}:{column}", config.path.display());
             let rendered = error.render(source, &location);
             let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
-            LoadError::Rule(format!("rule `{}`: {rendered}", rule_config.name))
+            LoadError::Rule {
+                rule: rule_config.name.clone(),
+                path: config.path.clone(),
+                line,
+                column,
+                message: error.message.clone(),
+                rendered: rendered.to_owned(),
+            }
         })?;
         rules.push(RuleSpec {
             name: rule_config.name.clone(),
