@@ -348,7 +348,7 @@ fn check(config: &Path, json: bool) -> Result<()> {
 pub(crate) fn log_loaded(loaded: &Loaded) {
     for feed in &loaded.feeds {
         if loaded.reused.contains(&feed.name) {
-            tracing::info!(
+            tracing::debug!(
                 feed = %feed.name,
                 indicators = feed.indicators,
                 "feed unchanged since the last load; its indicators are kept"

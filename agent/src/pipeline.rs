@@ -208,6 +208,17 @@ fn load_inner(
     })
 }
 
+/// Returns the feeds of `previous` that `next`'s config no longer has, by
+/// name, with the number of indicators each had.
+pub fn removed_feeds(previous: &Loaded, next: &Loaded) -> Vec<(String, u64)> {
+    previous
+        .feeds
+        .iter()
+        .filter(|old| next.config.feeds.iter().all(|new| new.name != old.name))
+        .map(|old| (old.name.clone(), old.indicators))
+        .collect()
+}
+
 /// Warns about country values in the feeds that are not ISO 3166-1 alpha-2
 /// codes: rules only accept such codes, so no rule can match these.
 fn invalid_countries(intel: &Intel) -> Vec<String> {
@@ -859,6 +870,8 @@ mod tests {
         assert_eq!(second.reused, ["drop"]);
         assert_eq!(fate(&second, "198.51.100.1"), Fate::Pass);
         assert_eq!(second.intel.indicator_count(), 1);
+        assert_eq!(removed_feeds(&first, &second), [("scan".to_owned(), 1)]);
+        assert_eq!(removed_feeds(&second, &second), []);
     }
 
     #[test]
