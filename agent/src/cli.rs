@@ -119,7 +119,8 @@ enum Command {
         json: bool,
     },
     /// Show what is attached where, since when, with which config
-    /// fingerprint, and how full the maps are.
+    /// fingerprint, the feeds with their indicator counts and load times,
+    /// and how full the maps are.
     Status {
         /// Config file whose [agent] pin_dir and state_dir to read; the
         /// defaults (/sys/fs/bpf/intelwall, /var/lib/intelwall) otherwise.

@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::dataplane::{Capacity, Dataplane, DataplaneError, PinnedCounterMaps, UpdateStats};
 use crate::events::{Decoder, LogSlots, Observation, Sink};
 use crate::metrics::{self, MetricsInput};
-use crate::pin::{self, PinLayout, PinnedInterface, PinnedState};
+use crate::pin::{self, PinLayout, PinnedFeed, PinnedInterface, PinnedState};
 use crate::pipeline::{self, Loaded};
 use crate::report::CounterReport;
 use crate::source::FetchOptions;
@@ -528,10 +528,25 @@ impl Agent {
                 self.current.compiled.registry.class_id_limit(),
                 self.observation.slots.clone(),
             ),
+            indicators: Some(self.current.intel.indicator_count() as u64),
+            feeds: self.pinned_feeds(),
         };
         self.layout.write_state(&state)?;
         self.dataplane.set_sequence(sequence as u32)?;
         Ok(())
+    }
+
+    /// Returns the enforced feeds with their indicator counts and load times.
+    fn pinned_feeds(&self) -> Vec<PinnedFeed> {
+        self.current
+            .feeds
+            .iter()
+            .map(|feed| PinnedFeed {
+                name: feed.name.clone(),
+                indicators: feed.indicators,
+                last_loaded: self.feed_loads.get(&feed.name).copied(),
+            })
+            .collect()
     }
 
     /// Compiles again and applies the result; on any failure the last good
@@ -668,8 +683,8 @@ impl Agent {
             return self.rebuild(next).map(|()| Installed::Rebuilt);
         }
         if self.enforces_same(next.compiled(), &observation) {
-            // The state file still records the new config's fingerprint and
-            // the feeds' load times.
+            // The state file must still record the new config's fingerprint
+            // and the feeds' load times.
             self.set_current(next);
             self.observation = observation;
             self.commit_state()?;
