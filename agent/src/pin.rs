@@ -337,12 +337,7 @@ mod tests {
             version: FORMAT_VERSION,
             fingerprint: fingerprint("[[feed]]"),
             map_set: 1,
-            capacity: PinnedCapacity {
-                hosts_v4: 1024,
-                hosts_v6: 1024,
-                prefixes_v4: 1024,
-                prefixes_v6: 1024,
-            },
+            capacity: Capacity::for_image(&crate::compile::MapImage::default()).into(),
             sequence: 7,
             registry: Registry::default(),
             interfaces: Vec::new(),
