@@ -11,7 +11,7 @@ use crate::config::{AttachMode, Config};
 use crate::daemon::{self, RunOptions};
 use crate::pin::PinLayout;
 use crate::pipeline::{self, Loaded};
-use crate::report::CheckReport;
+use crate::report::{CheckFailure, CheckReport};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,7 +100,8 @@ enum Command {
         /// Config file (TOML), e.g. examples/demo.toml
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
-        /// Print the summary as one JSON object.
+        /// Print one JSON object on stdout: the summary, or the error when
+        /// the check fails.
         #[arg(long)]
         json: bool,
     },
@@ -118,7 +119,8 @@ enum Command {
         json: bool,
     },
     /// Show what is attached where, since when, with which config
-    /// fingerprint, and how full the maps are.
+    /// fingerprint, the feeds with their indicator counts and load times,
+    /// and how full the maps are.
     Status {
         /// Config file whose [agent] pin_dir and state_dir to read; the
         /// defaults (/sys/fs/bpf/intelwall, /var/lib/intelwall) otherwise.
@@ -205,8 +207,14 @@ pub fn main() -> ExitCode {
 /// message already contains: many errors name their source in their own
 /// message, and repeating it helps no one.
 pub(crate) fn error_text(error: &anyhow::Error) -> String {
+    chain_text(error.as_ref())
+}
+
+/// [`error_text`] for an error that is not wrapped in [`anyhow::Error`].
+pub(crate) fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = String::new();
-    for cause in error.chain() {
+    let causes = std::iter::successors(Some(error), |cause| cause.source());
+    for cause in causes {
         let part = cause.to_string();
         if text.contains(&part) {
             continue;
@@ -317,7 +325,17 @@ pub(crate) fn print_diagnostics(loaded: &Loaded) {
 }
 
 fn check(config: &Path, json: bool) -> Result<()> {
-    let loaded = pipeline::load(config, Timestamp::now())?;
+    let loaded = match pipeline::load(config, Timestamp::now()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            // Scripts that read stdout get a JSON document in either case.
+            if json {
+                let failure = CheckFailure::new(&error, config);
+                println!("{}", serde_json::to_string_pretty(&failure)?);
+            }
+            return Err(error.into());
+        }
+    };
     print_diagnostics(&loaded);
     let report = CheckReport::new(&loaded);
     if json {
@@ -331,7 +349,7 @@ fn check(config: &Path, json: bool) -> Result<()> {
 pub(crate) fn log_loaded(loaded: &Loaded) {
     for feed in &loaded.feeds {
         if loaded.reused.contains(&feed.name) {
-            tracing::info!(
+            tracing::debug!(
                 feed = %feed.name,
                 indicators = feed.indicators,
                 "feed unchanged since the last load; its indicators are kept"

@@ -28,10 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::compile::{self, Compiled, Registry};
 use crate::config::Config;
-use crate::dataplane::{Capacity, Dataplane, DataplaneError, PinnedCounterMaps};
+use crate::dataplane::{Capacity, Dataplane, DataplaneError, PinnedCounterMaps, UpdateStats};
 use crate::events::{Decoder, LogSlots, Observation, Sink};
 use crate::metrics::{self, MetricsInput};
-use crate::pin::{self, PinLayout, PinnedInterface, PinnedState};
+use crate::pin::{self, PinLayout, PinnedFeed, PinnedInterface, PinnedState};
 use crate::pipeline::{self, Loaded};
 use crate::report::CounterReport;
 use crate::source::FetchOptions;
@@ -62,23 +62,70 @@ enum Stop {
 }
 
 /// Why a new compilation is due.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Trigger {
-    FileChanged,
+    /// Watched files changed: the config or local feed files, as absolute
+    /// paths.
+    FileChanged(Vec<PathBuf>),
     Hangup,
     Refresh,
     Expiry,
 }
 
 impl Trigger {
-    fn describe(self) -> &'static str {
-        match self {
-            Trigger::FileChanged => "file changed",
-            Trigger::Hangup => "SIGHUP",
-            Trigger::Refresh => "URL refresh due",
-            Trigger::Expiry => "expiry check",
+    /// Folds a trigger that arrived while this one waited into it. SIGHUP
+    /// reads every feed and a reload after a file change also downloads due
+    /// URL feeds and evaluates expiry, so the wider trigger is kept, with
+    /// the changed paths of both.
+    fn merge(self, later: Trigger) -> Trigger {
+        match (self, later) {
+            (Trigger::Hangup, _) | (_, Trigger::Hangup) => Trigger::Hangup,
+            (Trigger::FileChanged(mut paths), Trigger::FileChanged(more)) => {
+                for path in more {
+                    if !paths.contains(&path) {
+                        paths.push(path);
+                    }
+                }
+                Trigger::FileChanged(paths)
+            }
+            (Trigger::FileChanged(paths), _) | (_, Trigger::FileChanged(paths)) => {
+                Trigger::FileChanged(paths)
+            }
+            (Trigger::Refresh, _) | (_, Trigger::Refresh) => Trigger::Refresh,
+            (Trigger::Expiry, Trigger::Expiry) => Trigger::Expiry,
         }
     }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::FileChanged(paths) => {
+                f.write_str("file changed: ")?;
+                for (index, path) in paths.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", path.display())?;
+                }
+                Ok(())
+            }
+            Trigger::Hangup => f.write_str("SIGHUP"),
+            Trigger::Refresh => f.write_str("URL refresh due"),
+            Trigger::Expiry => f.write_str("expiry check"),
+        }
+    }
+}
+
+/// Effect on the kernel maps of installing a new state.
+#[derive(Clone, Copy, Debug)]
+enum Installed {
+    /// The maps already enforced the new state, so nothing was written.
+    Unchanged,
+    /// The difference was written into the maps.
+    Updated(UpdateStats),
+    /// A new map set was built and written whole.
+    Rebuilt,
 }
 
 /// A new state to enforce: a whole reload, or a compilation over the same
@@ -214,15 +261,17 @@ async fn run_async(options: RunOptions) -> Result<()> {
         tokio::select! {
             _ = interrupt.recv() => break Stop::Detach,
             _ = terminate.recv() => break Stop::Leave,
-            _ = hangup.recv() => agent.recompile(Trigger::Hangup),
+            _ = hangup.recv() => agent.recompile(&Trigger::Hangup),
             Some(reply) = scrapes.recv() => {
                 let _ = reply.send(agent.metrics_text());
             }
-            Some(trigger) = triggers.recv() => {
+            Some(mut trigger) = triggers.recv() => {
                 // Editors write a file in several steps; wait for the last.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                while triggers.try_recv().is_ok() {}
-                agent.recompile(trigger);
+                while let Ok(later) = triggers.try_recv() {
+                    trigger = trigger.merge(later);
+                }
+                agent.recompile(&trigger);
             }
         }
     };
@@ -479,15 +528,30 @@ impl Agent {
                 self.current.compiled.registry.class_id_limit(),
                 self.observation.slots.clone(),
             ),
+            indicators: Some(self.current.intel.indicator_count() as u64),
+            feeds: self.pinned_feeds(),
         };
         self.layout.write_state(&state)?;
         self.dataplane.set_sequence(sequence as u32)?;
         Ok(())
     }
 
+    /// Returns the enforced feeds with their indicator counts and load times.
+    fn pinned_feeds(&self) -> Vec<PinnedFeed> {
+        self.current
+            .feeds
+            .iter()
+            .map(|feed| PinnedFeed {
+                name: feed.name.clone(),
+                indicators: feed.indicators,
+                last_loaded: self.feed_loads.get(&feed.name).copied(),
+            })
+            .collect()
+    }
+
     /// Compiles again and applies the result; on any failure the last good
     /// state stays enforced.
-    fn recompile(&mut self, trigger: Trigger) {
+    fn recompile(&mut self, trigger: &Trigger) {
         let started = Instant::now();
         let result = match trigger {
             Trigger::Expiry => self
@@ -498,7 +562,7 @@ impl Agent {
             // whose file or settings changed.
             Trigger::Hangup => load(&self.config_path, &self.current.compiled.registry)
                 .map(|next| Some(Next::Loaded(Box::new(next)))),
-            Trigger::FileChanged | Trigger::Refresh => reload(&self.config_path, &self.current)
+            Trigger::FileChanged(_) | Trigger::Refresh => reload(&self.config_path, &self.current)
                 .map(|next| Some(Next::Loaded(Box::new(next)))),
         };
         let next = match result {
@@ -507,7 +571,7 @@ impl Agent {
             Err(error) => {
                 self.reload_failures += 1;
                 tracing::error!(
-                    trigger = trigger.describe(),
+                    %trigger,
                     error = crate::cli::error_text(&error),
                     "reload failed; the last good state stays enforced"
                 );
@@ -515,47 +579,56 @@ impl Agent {
             }
         };
         if let Next::Loaded(loaded) = &next {
-            let now = Timestamp::now();
-            // A feed kept unchanged counts as loaded; one that failed and
-            // kept its last good load does not.
-            for feed in loaded.feeds.iter().filter(|feed| {
-                loaded
-                    .failed_feeds
-                    .iter()
-                    .all(|(name, _)| *name != feed.name)
-            }) {
-                self.feed_loads.insert(feed.name.clone(), now);
-            }
-            self.reload_failures += loaded.failed_feeds.len() as u64;
+            self.note_feed_loads(loaded);
+            warn_interface_change(&self.current, loaded);
         }
-        if let Next::Loaded(loaded) = &next {
-            let names = |config: &Config| {
-                config
-                    .interfaces
-                    .iter()
-                    .map(|i| i.name.clone())
-                    .collect::<Vec<_>>()
-            };
-            if names(&loaded.config) != names(&self.current.config) {
-                tracing::warn!(
-                    "the [[interface]] list changed; restart the agent to attach to other interfaces"
-                );
+        let inputs_unchanged = same_inputs(&self.current, &next);
+        let removed = match &next {
+            Next::Loaded(loaded) => pipeline::removed_feeds(&self.current, loaded),
+            Next::Compiled(_) => Vec::new(),
+        };
+        match self.install(next) {
+            Ok(installed) => {
+                self.forget_removed_feeds(&removed);
+                log_reload(trigger, installed, inputs_unchanged, started.elapsed());
             }
-        }
-        match self.install(next, trigger) {
-            Ok(()) => tracing::info!(
-                trigger = trigger.describe(),
-                took_ms = started.elapsed().as_millis() as u64,
-                "reloaded"
-            ),
             Err(error) => {
                 self.reload_failures += 1;
                 tracing::error!(
-                    trigger = trigger.describe(),
+                    %trigger,
                     error = crate::cli::error_text(&error),
                     "applying the new state failed; the last good state stays enforced"
                 );
             }
+        }
+    }
+
+    /// Records when each feed of `loaded` last loaded, and counts the feeds
+    /// that failed. A feed kept unchanged counts as loaded, but one that
+    /// failed and kept its last good load does not.
+    fn note_feed_loads(&mut self, loaded: &Loaded) {
+        let now = Timestamp::now();
+        for feed in loaded.feeds.iter().filter(|feed| {
+            loaded
+                .failed_feeds
+                .iter()
+                .all(|(name, _)| *name != feed.name)
+        }) {
+            self.feed_loads.insert(feed.name.clone(), now);
+        }
+        self.reload_failures += loaded.failed_feeds.len() as u64;
+    }
+
+    /// Logs each feed that left the config with the indicators it had, and
+    /// stops reporting its load time.
+    fn forget_removed_feeds(&mut self, removed: &[(String, u64)]) {
+        for (feed, indicators) in removed {
+            tracing::info!(
+                %feed,
+                indicators,
+                "feed removed from the config; rules no longer see its indicators"
+            );
+            self.feed_loads.remove(feed);
         }
     }
 
@@ -584,7 +657,9 @@ impl Agent {
         Ok(Some(next))
     }
 
-    fn install(&mut self, next: Next, trigger: Trigger) -> Result<()> {
+    /// Makes `next` the enforced state: writes the difference into the
+    /// maps, or nothing when they already enforce it, or a new map set.
+    fn install(&mut self, next: Next) -> Result<Installed> {
         let snapshot = self
             .dataplane
             .snapshot(self.current.compiled.registry.class_id_limit())?;
@@ -605,7 +680,15 @@ impl Agent {
         }
         if self.dirty {
             self.observation = observation;
-            return self.rebuild(next);
+            return self.rebuild(next).map(|()| Installed::Rebuilt);
+        }
+        if self.enforces_same(next.compiled(), &observation) {
+            // The state file must still record the new config's fingerprint
+            // and the feeds' load times.
+            self.set_current(next);
+            self.observation = observation;
+            self.commit_state()?;
+            return Ok(Installed::Unchanged);
         }
         self.dataplane.set_sequence(0)?;
         self.dataplane.set_log_rules(&observation.settings)?;
@@ -615,18 +698,15 @@ impl Agent {
             observation.extras.clone(),
         ) {
             Ok(stats) => {
-                tracing::info!(
-                    trigger = trigger.describe(),
-                    upserted = stats.upserted,
-                    removed = stats.removed,
-                    transitional_classes = stats.transitional,
-                    rules_only = stats.is_rules_only(),
-                    "update applied"
+                tracing::debug!(
+                    temporary_classes = stats.transitional,
+                    "changed entries passed through temporary class ids, so that every address switched verdict at one instant"
                 );
                 self.set_current(next);
                 self.observation = observation;
                 self.update_events(false);
-                self.commit_state()
+                self.commit_state()?;
+                Ok(Installed::Updated(stats))
             }
             Err(DataplaneError::Capacity {
                 map,
@@ -640,13 +720,24 @@ impl Agent {
                     "maps too small for the update; building larger ones"
                 );
                 self.observation = observation;
-                self.rebuild(next)
+                self.rebuild(next).map(|()| Installed::Rebuilt)
             }
             Err(error) => {
                 self.dirty = true;
                 Err(error.into())
             }
         }
+    }
+
+    /// Returns whether the maps already enforce `next` with `observation`:
+    /// the same address entries, class table, rules and log settings.
+    fn enforces_same(&self, next: &Compiled, observation: &Observation) -> bool {
+        let current = &self.current.compiled;
+        current.image.same_entries(&next.image)
+            && current.image.classes == next.image.classes
+            && same_rules(&current.rules, &next.rules)
+            && self.observation.settings == observation.settings
+            && self.observation.extras == observation.extras
     }
 
     fn set_current(&mut self, next: Next) {
@@ -743,6 +834,71 @@ fn reload(config_path: &Path, current: &Loaded) -> Result<Loaded> {
     }
     crate::cli::log_loaded(&loaded);
     Ok(loaded)
+}
+
+/// Warns when the `[[interface]]` list changed, which a reload does not
+/// apply.
+fn warn_interface_change(current: &Loaded, next: &Loaded) {
+    let names = |config: &Config| {
+        config
+            .interfaces
+            .iter()
+            .map(|interface| interface.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(&next.config) != names(&current.config) {
+        tracing::warn!(
+            "the [[interface]] list changed; restart the agent to attach to other interfaces"
+        );
+    }
+}
+
+/// Returns whether `next` was loaded from the same inputs as `current`: the
+/// same config text, and every feed kept unread because its file and
+/// settings did not change.
+fn same_inputs(current: &Loaded, next: &Next) -> bool {
+    let Next::Loaded(next) = next else {
+        return false;
+    };
+    next.config.text == current.config.text
+        && next.failed_feeds.is_empty()
+        && next.reused.len() == next.feeds.len()
+}
+
+/// Returns whether two rule lists have the same rules in the same order.
+fn same_rules(current: &[compile::RuleSpec], next: &[compile::RuleSpec]) -> bool {
+    current.len() == next.len()
+        && current.iter().zip(next).all(|(old, new)| {
+            old.name == new.name
+                && old.source == new.source
+                && old.action == new.action
+                && old.mark == new.mark
+        })
+}
+
+/// Logs the outcome of a reload in one line. `inputs_unchanged` separates a
+/// reload that found nothing new from one whose new inputs happen to give
+/// the same verdicts.
+fn log_reload(trigger: &Trigger, installed: Installed, inputs_unchanged: bool, took: Duration) {
+    let took_ms = took.as_millis() as u64;
+    match installed {
+        Installed::Unchanged if inputs_unchanged => {
+            tracing::info!(%trigger, "reload: nothing changed")
+        }
+        Installed::Unchanged => tracing::info!(
+            %trigger,
+            took_ms,
+            "reloaded; the new inputs give the same verdicts, so the maps stay as they are"
+        ),
+        Installed::Updated(stats) => tracing::info!(
+            %trigger,
+            entries_written = stats.upserted,
+            entries_removed = stats.removed,
+            took_ms,
+            "reloaded"
+        ),
+        Installed::Rebuilt => tracing::info!(%trigger, took_ms, "reloaded into a new map set"),
+    }
 }
 
 /// Loads the program with a new map set pinned under `map_set`, writes the
@@ -915,12 +1071,16 @@ fn watch_files(
         if event.kind.is_access() {
             return;
         }
-        if event
+        let changed: Vec<PathBuf> = event
             .paths
             .iter()
-            .any(|path| watched.contains(&absolute(path)))
-        {
-            let _ = triggers.try_send(Trigger::FileChanged);
+            .map(|path| absolute(path))
+            .filter(|path| watched.contains(path))
+            .collect();
+        if !changed.is_empty() {
+            // A full queue already contains a reload, so dropping this
+            // trigger loses only the paths it names.
+            let _ = triggers.try_send(Trigger::FileChanged(changed));
         }
     };
     let mut watcher = match notify::recommended_watcher(handler) {
@@ -1059,6 +1219,92 @@ fn counts_of_replaced_maps(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn changed(paths: &[&str]) -> Trigger {
+        Trigger::FileChanged(paths.iter().map(PathBuf::from).collect())
+    }
+
+    #[test]
+    fn trigger_merge_keeps_wider_trigger() {
+        // (first, later, merged)
+        let cases = [
+            (
+                changed(&["/a"]),
+                changed(&["/b", "/a"]),
+                changed(&["/a", "/b"]),
+            ),
+            (Trigger::Expiry, changed(&["/a"]), changed(&["/a"])),
+            (changed(&["/a"]), Trigger::Refresh, changed(&["/a"])),
+            (Trigger::Expiry, Trigger::Refresh, Trigger::Refresh),
+            (Trigger::Refresh, Trigger::Expiry, Trigger::Refresh),
+            (Trigger::Expiry, Trigger::Expiry, Trigger::Expiry),
+            (changed(&["/a"]), Trigger::Hangup, Trigger::Hangup),
+        ];
+        for (first, later, merged) in cases {
+            let description = format!("{first} then {later}");
+            assert_eq!(first.merge(later), merged, "{description}");
+        }
+    }
+
+    #[test]
+    fn trigger_names_changed_paths() {
+        assert_eq!(
+            changed(&["/etc/intelwall/drop.txt", "/etc/intelwall/intelwall.toml"]).to_string(),
+            "file changed: /etc/intelwall/drop.txt, /etc/intelwall/intelwall.toml"
+        );
+        assert_eq!(Trigger::Hangup.to_string(), "SIGHUP");
+    }
+
+    /// Writes a config with one list feed, `drop.txt`, and returns the
+    /// config's path.
+    fn write_feed_config(dir: &Path) -> PathBuf {
+        std::fs::write(dir.join("drop.txt"), "192.0.2.1\n").unwrap();
+        let config = dir.join("intelwall.toml");
+        std::fs::write(
+            &config,
+            "[safety]\nenabled = false\n\n[[feed]]\nname = \"drop\"\npath = \"drop.txt\"\n",
+        )
+        .unwrap();
+        config
+    }
+
+    #[test]
+    fn watcher_names_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&write_feed_config(dir.path())).unwrap();
+        let (sender, mut triggers) = mpsc::channel(16);
+        let _watcher = watch_files(&config, sender).expect("inotify works here");
+
+        let feed = dir.path().join("drop.txt");
+        std::fs::write(&feed, "192.0.2.2\n").unwrap();
+
+        let trigger = triggers
+            .blocking_recv()
+            .expect("the watcher sends a trigger");
+        assert_eq!(trigger, Trigger::FileChanged(vec![absolute(&feed)]));
+    }
+
+    #[test]
+    fn same_inputs_only_when_nothing_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_feed_config(dir.path());
+        let now = "2026-12-04T00:00:00Z".parse().unwrap();
+        let fetch = FetchOptions::default();
+        let first = pipeline::load(&config, now).unwrap();
+
+        let again = pipeline::reload(&config, now, &fetch, &first).unwrap();
+        assert!(same_inputs(&first, &Next::Loaded(Box::new(again))));
+
+        // A rewritten feed is read again, although it lists the same address.
+        std::fs::write(dir.path().join("drop.txt"), "192.0.2.1\n\n").unwrap();
+        let reread = pipeline::reload(&config, now, &fetch, &first).unwrap();
+        assert!(!same_inputs(&first, &Next::Loaded(Box::new(reread))));
+
+        let comment = format!("# edited\n{}", std::fs::read_to_string(&config).unwrap());
+        std::fs::write(&config, comment).unwrap();
+        let edited = pipeline::reload(&config, now, &fetch, &first).unwrap();
+        assert!(!same_inputs(&first, &Next::Loaded(Box::new(edited))));
+    }
 
     const RECORDED: &str = "2026-01-02T03:04:05Z";
     const NOW: &str = "2026-06-07T08:09:10Z";

@@ -14,7 +14,8 @@
 //! config fingerprint, the current map set, the predicate and class registry
 //! and a sequence number that is also written into the CONTROL map. An agent
 //! adopts the pinned maps only when all of these agree; otherwise it builds
-//! a fresh set and replaces the old one atomically.
+//! a fresh set and replaces the old one atomically. The file also records
+//! the enforced feeds and their indicator counts, for `intelwall status`.
 
 use std::path::{Path, PathBuf};
 
@@ -209,6 +210,25 @@ pub struct PinnedState {
     /// What `intelwall stats` needs to read the counters without an agent.
     #[serde(default)]
     pub counters: CounterState,
+    /// Distinct indicators across all feeds, or `None` in a state file of
+    /// an agent that did not record them.
+    #[serde(default)]
+    pub indicators: Option<u64>,
+    /// The enforced feeds, in config order. It is empty in a state file of
+    /// an agent that did not record them.
+    #[serde(default)]
+    pub feeds: Vec<PinnedFeed>,
+}
+
+/// A feed as the agent enforces it, for `intelwall status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinnedFeed {
+    pub name: String,
+    /// Distinct indicators of this feed.
+    pub indicators: u64,
+    /// When the feed last loaded, or a reload found it unchanged. A feed
+    /// that failed to load keeps the time of its last good load.
+    pub last_loaded: Option<jiff::Timestamp>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -316,4 +336,60 @@ fn mount_bpffs(path: &Path) -> Result<(), PinError> {
     }
     tracing::info!(path = %path.display(), "mounted bpffs");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> PinnedState {
+        PinnedState {
+            version: FORMAT_VERSION,
+            fingerprint: fingerprint("[[feed]]"),
+            map_set: 1,
+            capacity: Capacity::for_image(&crate::compile::MapImage::default()).into(),
+            sequence: 7,
+            registry: Registry::default(),
+            interfaces: Vec::new(),
+            counters: CounterState::default(),
+            indicators: Some(3),
+            feeds: vec![PinnedFeed {
+                name: "drop".to_owned(),
+                indicators: 3,
+                last_loaded: Some("2026-01-02T03:04:05Z".parse().unwrap()),
+            }],
+        }
+    }
+
+    #[test]
+    fn state_feeds_survive_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = PinLayout::new(&dir.path().join("pins"), &dir.path().join("state"));
+
+        layout.write_state(&state()).unwrap();
+
+        let read = layout.read_state().expect("the state file reads back");
+        assert_eq!(read.indicators, Some(3));
+        assert_eq!(read.feeds, state().feeds);
+    }
+
+    #[test]
+    fn state_without_feeds_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = PinLayout::new(&dir.path().join("pins"), &dir.path().join("state"));
+        // A state file as agents wrote it before they recorded feeds.
+        let mut old = serde_json::to_value(state()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("indicators");
+        fields.remove("feeds");
+        std::fs::create_dir_all(layout.state_file.parent().unwrap()).unwrap();
+        std::fs::write(&layout.state_file, old.to_string()).unwrap();
+
+        let read = layout
+            .read_state()
+            .expect("an older state file still reads");
+        assert_eq!(read.sequence, 7);
+        assert_eq!(read.indicators, None);
+        assert!(read.feeds.is_empty());
+    }
 }

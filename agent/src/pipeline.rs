@@ -64,9 +64,17 @@ pub enum LoadError {
         #[source]
         source: Box<FeedError>,
     },
-    /// A rendered rule diagnostic: location, source line and caret.
-    #[error("{0}")]
-    Rule(String),
+    /// A rule that does not parse. `rendered` is the diagnostic as printed:
+    /// location, message, source line and caret.
+    #[error("rule `{rule}`: {rendered}")]
+    Rule {
+        rule: String,
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+        rendered: String,
+    },
     #[error(transparent)]
     Compile(#[from] CompileError),
     #[error("safety allowlist: {0}")]
@@ -198,6 +206,17 @@ fn load_inner(
         warnings,
         rule_warnings,
     })
+}
+
+/// Returns the feeds of `previous` that `next`'s config no longer has, by
+/// name, with the number of indicators each had.
+pub fn removed_feeds(previous: &Loaded, next: &Loaded) -> Vec<(String, u64)> {
+    previous
+        .feeds
+        .iter()
+        .filter(|old| next.config.feeds.iter().all(|new| new.name != old.name))
+        .map(|old| (old.name.clone(), old.indicators))
+        .collect()
 }
 
 /// Warns about country values in the feeds that are not ISO 3166-1 alpha-2
@@ -639,7 +658,14 @@ fn parse_rules(config: &Config, lists: &Lists) -> Result<Vec<RuleSpec>, LoadErro
             let location = format!("{}:{line}:{column}", config.path.display());
             let rendered = error.render(source, &location);
             let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
-            LoadError::Rule(format!("rule `{}`: {rendered}", rule_config.name))
+            LoadError::Rule {
+                rule: rule_config.name.clone(),
+                path: config.path.clone(),
+                line,
+                column,
+                message: error.message.clone(),
+                rendered: rendered.to_owned(),
+            }
         })?;
         rules.push(RuleSpec {
             name: rule_config.name.clone(),
@@ -844,6 +870,8 @@ mod tests {
         assert_eq!(second.reused, ["drop"]);
         assert_eq!(fate(&second, "198.51.100.1"), Fate::Pass);
         assert_eq!(second.intel.indicator_count(), 1);
+        assert_eq!(removed_feeds(&first, &second), [("scan".to_owned(), 1)]);
+        assert_eq!(removed_feeds(&second, &second), []);
     }
 
     #[test]

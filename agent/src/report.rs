@@ -2,16 +2,23 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use intelwall_common::{Counter, PathCounter};
 use serde::{Deserialize, Serialize};
 
+use crate::cli::chain_text;
 use crate::compile::Compiled;
+use crate::config::ConfigError;
 use crate::feed::FeedReport;
-use crate::pipeline::Loaded;
+use crate::pipeline::{LoadError, Loaded};
 
+/// Summary that `check` prints when everything loaded.
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
+    /// Always `null` here, so that scripts can test `error` in the output
+    /// of both a passed and a failed check.
+    pub error: Option<CheckError>,
     pub feeds: Vec<FeedSummary>,
     pub rules: Vec<RuleSummary>,
     pub predicates: Vec<String>,
@@ -72,6 +79,7 @@ impl CheckReport {
     pub fn new(loaded: &Loaded) -> CheckReport {
         let compiled = &loaded.compiled;
         CheckReport {
+            error: None,
             feeds: loaded.feeds.iter().map(feed_summary).collect(),
             rules: rule_summaries(compiled),
             predicates: compiled
@@ -156,6 +164,151 @@ impl CheckReport {
             size_text(self.cost.intel_bytes)
         );
         text
+    }
+}
+
+/// Output of `check --json` when the load failed: the error, and the
+/// diagnostics of the feed that failed, when it read records at all.
+#[derive(Debug, Serialize)]
+pub struct CheckFailure {
+    pub error: CheckError,
+    pub diagnostics: Vec<String>,
+}
+
+/// One error that stopped `check`.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckError {
+    /// Kind of input that failed: `config`, `list`, `feed`, `download`,
+    /// `rule`, `compile`, `safety` or `capacity`.
+    pub kind: &'static str,
+    /// The whole error, as `check` prints it on stderr.
+    pub message: String,
+    /// The cause, without the feed or rule name and the position that the
+    /// other fields give.
+    pub reason: String,
+    pub feed: Option<String>,
+    pub rule: Option<String>,
+    /// The address of a feed whose download did not load.
+    pub url: Option<String>,
+    /// The file to look at: the feed's file, or the config file.
+    pub file: String,
+    /// Line, counted from 1, where the error has one.
+    pub line: Option<u64>,
+    /// Column in characters, counted from 1, where the error has one.
+    pub column: Option<u64>,
+}
+
+impl CheckFailure {
+    /// Builds the output for `error`, returned by loading the config at `config`.
+    pub fn new(error: &LoadError, config: &Path) -> CheckFailure {
+        let diagnostics = match error {
+            LoadError::Feed { source, .. } => source
+                .diagnostics()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        CheckFailure {
+            error: CheckError {
+                message: chain_text(error),
+                ..CheckError::of(error, config)
+            },
+            diagnostics,
+        }
+    }
+}
+
+impl CheckError {
+    /// Fills every field but `message` from the variant of `error`.
+    fn of(error: &LoadError, config: &Path) -> CheckError {
+        let config_file = config.display().to_string();
+        let in_config = |kind, reason| CheckError {
+            kind,
+            reason,
+            file: config_file.clone(),
+            ..CheckError::default()
+        };
+        match error {
+            LoadError::Config(ConfigError::Read { path, source }) => CheckError {
+                file: path.display().to_string(),
+                ..in_config("config", chain_text(source))
+            },
+            LoadError::Config(ConfigError::Invalid {
+                path,
+                line,
+                column,
+                message,
+            }) => CheckError {
+                file: path.display().to_string(),
+                line: Some(*line as u64),
+                column: Some(*column as u64),
+                ..in_config("config", message.clone())
+            },
+            LoadError::List {
+                path,
+                line,
+                column,
+                list,
+                value,
+                reason,
+            } => CheckError {
+                file: path.display().to_string(),
+                line: Some(*line as u64),
+                column: Some(*column as u64),
+                ..in_config(
+                    "list",
+                    format!("list `{list}`: `{value}` is not an address or prefix: {reason}"),
+                )
+            },
+            LoadError::Feed { feed, source } => CheckError {
+                feed: Some(feed.clone()),
+                file: source
+                    .path()
+                    .map_or(config_file.clone(), |path| path.display().to_string()),
+                line: source.line(),
+                ..in_config("feed", chain_text(source))
+            },
+            LoadError::Download { feed, path, source } => CheckError {
+                feed: Some(feed.clone()),
+                file: path.display().to_string(),
+                ..in_config("download", chain_text(source.as_ref()))
+            },
+            LoadError::InvalidDownload {
+                feed,
+                url,
+                path,
+                source,
+            } => CheckError {
+                feed: Some(feed.clone()),
+                url: Some(url.clone()),
+                file: path.display().to_string(),
+                ..in_config(
+                    "download",
+                    format!(
+                        "the download is not a valid feed: {}",
+                        chain_text(source.as_ref())
+                    ),
+                )
+            },
+            LoadError::Rule {
+                rule,
+                path,
+                line,
+                column,
+                message,
+                ..
+            } => CheckError {
+                rule: Some(rule.clone()),
+                file: path.display().to_string(),
+                line: Some(*line as u64),
+                column: Some(*column as u64),
+                ..in_config("rule", message.clone())
+            },
+            LoadError::Compile(source) => in_config("compile", chain_text(source)),
+            LoadError::Safety(source) => in_config("safety", chain_text(source)),
+            LoadError::Capacity { .. } => in_config("capacity", chain_text(error)),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use aya::maps::{HashMap, Map, MapData};
 use intelwall_common::map_name;
 use serde::Serialize;
 
-use crate::pin::{PinLayout, PinnedInterface};
+use crate::pin::{PinLayout, PinnedFeed, PinnedInterface};
 
 #[derive(Debug, Serialize)]
 struct Status {
@@ -20,6 +20,10 @@ struct Status {
     interfaces: Vec<PinnedInterface>,
     /// Interfaces whose tagged packets get their mark (a pinned TC link).
     tagging: Vec<String>,
+    /// Distinct indicators across all feeds, or `None` when the state file
+    /// does not record them.
+    indicators: Option<u64>,
+    feeds: Vec<PinnedFeed>,
     maps: Vec<MapFill>,
 }
 
@@ -68,6 +72,8 @@ pub fn status(layout: &PinLayout, json: bool) -> Result<()> {
             .cloned()
             .collect(),
         interfaces,
+        indicators: state.as_ref().and_then(|state| state.indicators),
+        feeds: state.map_or_else(Vec::new, |state| state.feeds),
         maps,
     };
     if json {
@@ -109,6 +115,7 @@ fn status_text(status: &Status) -> String {
             interface.name, interface.mode, interface.since
         );
     }
+    feeds_text(&mut text, status);
     for map in &status.maps {
         let percent = if map.capacity == 0 {
             0.0
@@ -122,6 +129,38 @@ fn status_text(status: &Status) -> String {
         );
     }
     text
+}
+
+/// Appends the indicator total and one line per feed.
+fn feeds_text(text: &mut String, status: &Status) {
+    use std::fmt::Write as _;
+    let Some(indicators) = status.indicators else {
+        let _ = writeln!(
+            text,
+            "feeds: not recorded in the state file; the agent records them at its next start or reload"
+        );
+        return;
+    };
+    let _ = writeln!(
+        text,
+        "{indicators} distinct indicators from {} feeds",
+        status.feeds.len()
+    );
+    for feed in &status.feeds {
+        let loaded = feed
+            .last_loaded
+            .map_or("unknown".to_owned(), |time| time.to_string());
+        let noun = if feed.indicators == 1 {
+            "indicator"
+        } else {
+            "indicators"
+        };
+        let _ = writeln!(
+            text,
+            "feed {}: {} {noun}, last loaded {loaded}",
+            feed.name, feed.indicators
+        );
+    }
 }
 
 fn map_fill(dir: &Path) -> Result<Vec<MapFill>> {
@@ -215,6 +254,60 @@ mod tests {
             }
         }
         layout
+    }
+
+    fn attached_status(indicators: Option<u64>, feeds: Vec<PinnedFeed>) -> Status {
+        Status {
+            pin_dir: "/sys/fs/bpf/intelwall".to_owned(),
+            state_file: "/var/lib/intelwall/pinned.json".to_owned(),
+            fingerprint: Some("0123456789abcdef".to_owned()),
+            format_version: Some(2),
+            interfaces: vec![PinnedInterface {
+                name: "veth0".to_owned(),
+                mode: "native".to_owned(),
+                since: "2026-01-02T03:04:05Z".to_owned(),
+            }],
+            tagging: Vec::new(),
+            indicators,
+            feeds,
+            maps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn status_text_lists_feeds() {
+        let feeds = vec![
+            PinnedFeed {
+                name: "drop".to_owned(),
+                indicators: 1200,
+                last_loaded: Some("2026-01-02T03:04:05Z".parse().unwrap()),
+            },
+            PinnedFeed {
+                name: "scan".to_owned(),
+                indicators: 1,
+                last_loaded: None,
+            },
+        ];
+
+        let text = status_text(&attached_status(Some(1201), feeds));
+
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[2], "1201 distinct indicators from 2 feeds");
+        assert_eq!(
+            lines[3],
+            "feed drop: 1200 indicators, last loaded 2026-01-02T03:04:05Z"
+        );
+        assert_eq!(lines[4], "feed scan: 1 indicator, last loaded unknown");
+    }
+
+    #[test]
+    fn status_text_without_recorded_feeds() {
+        let text = status_text(&attached_status(None, Vec::new()));
+
+        assert!(
+            text.contains("feeds: not recorded in the state file"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The agent over time, with real traffic in a namespace testbed: reloads
-//! while packets flow, SIGKILL and adoption, detach, the attach time that
-//! status shows, expiry on a controllable clock, and the skb fallback at
-//! jumbo MTU.
+//! while packets flow, what a reload logs, SIGKILL and adoption, detach,
+//! the attach time and feeds that status shows, expiry on a controllable
+//! clock, and the skb fallback at jumbo MTU.
 
 use std::fs;
 use std::net::IpAddr;
@@ -649,4 +649,137 @@ fn safety_allowlist_protects_the_gateway() {
             );
         }
     }
+}
+
+/// Messages that end a reload, one of which every reload logs.
+const RELOAD_OUTCOMES: [&str; 4] = [
+    "reload: nothing changed",
+    "reloaded",
+    "reload failed",
+    "applying the new state failed",
+];
+
+/// Waits for the first reload outcome that the agent logs after byte
+/// `offset` of its stderr, and returns that line and the offset past it.
+fn next_reload_line(agent: &Agent, offset: usize) -> (String, usize) {
+    loop {
+        let stderr = agent.stderr_so_far();
+        let mut position = offset;
+        for line in stderr[offset..].split_inclusive('\n') {
+            position += line.len();
+            if line.ends_with('\n') && RELOAD_OUTCOMES.iter().any(|end| line.contains(end)) {
+                return (line.to_owned(), position);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `intelwall status --json` for `config` and returns its output.
+fn status_json(config: &Path) -> serde_json::Value {
+    let output = Command::new(agent_binary())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("status runs");
+    assert!(
+        output.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("status prints JSON")
+}
+
+/// Returns each feed's name and indicator count as status shows them.
+fn status_feeds(status: &serde_json::Value) -> Vec<(String, u64)> {
+    let feeds = status["feeds"].as_array().expect("status lists feeds");
+    feeds
+        .iter()
+        .map(|feed| {
+            assert!(
+                feed["last_loaded"].is_string(),
+                "no load time for a feed: {status}"
+            );
+            (
+                feed["name"].as_str().expect("feed name").to_owned(),
+                feed["indicators"].as_u64().expect("indicator count"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reload_log_and_status_name_feeds() {
+    if !require_root() {
+        return;
+    }
+    let testbed = Testbed::new().expect("testbed");
+    let dir = tempfile::tempdir().expect("config directory");
+    let agent_dirs = AgentDirs::new().expect("agent directories");
+    replace_file(&dir.path().join("feed.jsonl"), FEED_A);
+    replace_file(&dir.path().join("extra.txt"), "203.0.113.5\n203.0.113.6\n");
+    let extra_feed =
+        "\n[[feed]]\nname = \"extra\"\npath = \"extra.txt\"\ndatasets = [\"scanner\"]\n";
+    // The safety allowlist follows the namespace's addresses, and the veth's
+    // IPv6 link-local address stays tentative for about a second after the
+    // link comes up. With the allowlist on, the first reload could then
+    // change the maps although no file did.
+    let safety_off = "\n[safety]\nenabled = false\n";
+    let with_extra = format!("{RULES_1}{extra_feed}{safety_off}");
+    let config = write_config(dir.path(), &agent_dirs, "native", &with_extra, "");
+    let agent = Agent::start(
+        &agent_binary(),
+        &testbed.receiver().netns,
+        "veth-rx",
+        &config,
+    )
+    .expect("agent starts");
+    let status = status_json(&config);
+    assert_eq!(
+        status_feeds(&status),
+        [("intel".to_owned(), 5), ("extra".to_owned(), 2)]
+    );
+    assert_eq!(status["indicators"], 7, "{status}");
+
+    // The same config text again leaves nothing to do, and the log line
+    // reports that.
+    let offset = agent.stderr_so_far().len();
+    write_config(dir.path(), &agent_dirs, "native", &with_extra, "");
+    let (line, offset) = next_reload_line(&agent, offset);
+    assert!(line.contains("reload: nothing changed"), "{line}");
+    let config_changed = format!("trigger=file changed: {}", config.display());
+    assert!(line.contains(&config_changed), "{line}");
+    assert!(!line.contains("rules_only"), "{line}");
+
+    // A new feed file changes the maps, and the trigger names the file.
+    let feed = dir.path().join("feed.jsonl");
+    replace_file(&feed, FEED_B);
+    let (line, offset) = next_reload_line(&agent, offset);
+    assert!(line.contains("reloaded"), "{line}");
+    let feed_changed = format!("trigger=file changed: {}", feed.display());
+    assert!(line.contains(&feed_changed), "{line}");
+    assert!(line.contains("entries_written="), "{line}");
+
+    // Removing the extra feed logs its name and indicator count.
+    let without_extra = format!("{RULES_1}{safety_off}");
+    write_config(dir.path(), &agent_dirs, "native", &without_extra, "");
+    let (line, offset) = next_reload_line(&agent, offset);
+    assert!(line.contains("reloaded"), "{line}");
+    let stderr = agent.stderr_so_far();
+    let removal = stderr[..offset]
+        .lines()
+        .rev()
+        .find(|line| line.contains("feed removed from the config"))
+        .unwrap_or_else(|| panic!("no removal logged:\n{stderr}"));
+    assert!(removal.contains("feed=extra"), "{removal}");
+    assert!(removal.contains("indicators=2"), "{removal}");
+    let status = status_json(&config);
+    assert_eq!(status_feeds(&status), [("intel".to_owned(), 5)]);
+
+    let output = agent.stop().expect("agent stops");
+    assert!(
+        !output.stderr.contains("failed"),
+        "a reload failed:\n{}",
+        output.stderr
+    );
 }

@@ -26,13 +26,16 @@ impl fmt::Display for Severity {
     }
 }
 
-/// Position of a record in its file. Line formats give the line, and
-/// document formats the object's id (or its index when it has none), because
-/// the JSON parser keeps no line numbers for nested objects.
+/// Position of a record in its file. Line formats give the line, and the
+/// column too where their parser reports one (a JSON line that does not
+/// parse). Document formats give the object's id (or its index when it has
+/// none), because the JSON parser keeps no line numbers for nested objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Location<'a> {
     /// Line number, counted from 1.
     Line(u64),
+    /// Line and column, both counted from 1, the column in characters.
+    LineColumn { line: u64, column: u64 },
     /// Object id, such as a STIX id or a MISP attribute UUID.
     Object(&'a str),
 }
@@ -44,13 +47,17 @@ impl From<u64> for Location<'_> {
 }
 
 /// A finding about one record of a feed file, shown as
-/// `path:line: warning: message` or `path: object id: warning: message`.
+/// `path:line: warning: message`, `path:line:column: warning: message` or
+/// `path: object id: warning: message`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub path: PathBuf,
     /// Line number in the file, counted from 1; 0 when `object` names the
     /// record instead.
     pub line: u64,
+    /// Column in the line, in characters counted from 1, where the parser
+    /// reports one.
+    pub column: Option<u64>,
     /// Id of the JSON object the finding is about, for whole-document formats.
     pub object: Option<String>,
     pub severity: Severity,
@@ -77,14 +84,13 @@ impl fmt::Display for Diagnostic {
                 self.severity,
                 self.message
             ),
-            None => write!(
-                f,
-                "{}:{}: {}: {}",
-                self.path.display(),
-                self.line,
-                self.severity,
-                self.message
-            ),
+            None => {
+                write!(f, "{}:{}", self.path.display(), self.line)?;
+                if let Some(column) = self.column {
+                    write!(f, ":{column}")?;
+                }
+                write!(f, ": {}: {}", self.severity, self.message)
+            }
         }
     }
 }

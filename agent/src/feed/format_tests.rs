@@ -332,10 +332,12 @@ fn list_spamhaus_json_records() {
     assert_eq!(found[0], (3, Severity::Error, "missing key `cidr`"));
     assert_eq!(found[1].0, 4);
     assert!(
-        found[1].2.starts_with("invalid JSON object at column"),
+        found[1].2.starts_with("invalid JSON object: "),
         "{}",
         found[1].2
     );
+    // The JSON ends after its 24th character.
+    assert_eq!(report.diagnostics[1].column, Some(24));
 }
 
 #[test]

@@ -30,9 +30,9 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::FeedError;
 use super::lines::{LineReader, LineText};
 use super::load::{FeedLoad, intern_value};
+use super::{FeedError, Location};
 use crate::intel::{Attribute, Intel, Sighting, Symbol};
 
 pub fn load<R: BufRead>(
@@ -78,8 +78,8 @@ impl LineParser {
         }
     }
 
-    fn load_line(&mut self, load: &mut FeedLoad<'_>, line: u64, text: &str) {
-        let text = text.trim();
+    fn load_line(&mut self, load: &mut FeedLoad<'_>, line: u64, raw: &str) {
+        let text = raw.trim();
         if text.is_empty() || text.starts_with(['#', ';']) {
             return;
         }
@@ -102,7 +102,7 @@ impl LineParser {
         let fields = match parsed {
             Ok(fields) => fields,
             Err(error) => {
-                load.reject(line, format_args!("{}", JsonError(&error)));
+                reject_invalid_json(load, line, raw, &error);
                 return;
             }
         };
@@ -185,19 +185,46 @@ fn parse_line<'de>(
     Ok(fields)
 }
 
-/// Shows a `serde_json` error with the position as a column, because the
-/// line number `serde_json` gives is always 1 here.
-pub struct JsonError<'a>(pub &'a serde_json::Error);
+/// Rejects line `line`, whose text `raw` contains JSON that `serde_json` could
+/// not parse, naming the column of the error. The parsed text is `raw`
+/// without surrounding white space, so the column counts the leading white
+/// space back in.
+pub fn reject_invalid_json(
+    load: &mut FeedLoad<'_>,
+    line: u64,
+    raw: &str,
+    error: &serde_json::Error,
+) {
+    let leading = raw.len() - raw.trim_start().len();
+    let column = char_column(raw, leading + error.column());
+    load.reject(
+        Location::LineColumn { line, column },
+        format_args!("invalid JSON object: {}", JsonMessage(error)),
+    );
+}
 
-impl fmt::Display for JsonError<'_> {
+/// Converts a column that counts bytes from 1 into one that counts
+/// characters from 1, so that it matches what editors show. `serde_json`
+/// counts bytes, and gives 0 for an error before the first byte.
+fn char_column(text: &str, byte_column: usize) -> u64 {
+    let mut end = byte_column.min(text.len());
+    // A column inside a multi-byte character names that character.
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    (text[..end].chars().count() as u64).max(1)
+}
+
+/// A `serde_json` error's message without the "at line 1 column N" that
+/// `serde_json` appends, because the diagnostic shows the position itself.
+struct JsonMessage<'a>(&'a serde_json::Error);
+
+impl fmt::Display for JsonMessage<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let error = self.0;
         let full = error.to_string();
         let suffix = format!(" at line {} column {}", error.line(), error.column());
-        let message = full.strip_suffix(&suffix).unwrap_or(&full);
-        // `serde_json` gives column 0 for an error at the first character.
-        let column = error.column().max(1);
-        write!(f, "invalid JSON object at column {column}: {message}")
+        f.write_str(full.strip_suffix(&suffix).unwrap_or(&full))
     }
 }
 

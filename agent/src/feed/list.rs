@@ -27,7 +27,7 @@ use std::io::BufRead;
 use serde::Deserialize;
 
 use super::FeedError;
-use super::jsonl::JsonError;
+use super::jsonl::reject_invalid_json;
 use super::lines::{LineReader, LineText};
 use super::load::FeedLoad;
 use crate::intel::Sighting;
@@ -76,7 +76,7 @@ impl ListParser {
         // Checked before comments are cut, because the strings of a JSON
         // record may contain `#` or `;`.
         if text.trim_start().starts_with('{') {
-            self.load_spamhaus_json(load, line, text.trim());
+            self.load_spamhaus_json(load, line, text);
             return;
         }
         let Some(text) = data_text(text) else {
@@ -149,12 +149,12 @@ impl ListParser {
         score.min(100) as u8
     }
 
-    fn load_spamhaus_json(&self, load: &mut FeedLoad<'_>, line: u64, text: &str) {
-        let record: SpamhausRecord<'_> = match serde_json::from_str(text) {
+    fn load_spamhaus_json(&self, load: &mut FeedLoad<'_>, line: u64, raw: &str) {
+        let record: SpamhausRecord<'_> = match serde_json::from_str(raw.trim()) {
             Ok(record) => record,
             Err(error) => {
                 load.count_data_line();
-                load.reject(line, format_args!("{}", JsonError(&error)));
+                reject_invalid_json(load, line, raw, &error);
                 return;
             }
         };

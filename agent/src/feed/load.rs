@@ -288,9 +288,10 @@ impl<'a> FeedLoad<'a> {
         severity: Severity,
         message: fmt::Arguments<'_>,
     ) -> Diagnostic {
-        let (line, object) = match at {
-            Location::Line(line) => (line, None),
-            Location::Object(id) => (0, Some(id.to_owned())),
+        let (line, column, object) = match at {
+            Location::Line(line) => (line, None, None),
+            Location::LineColumn { line, column } => (line, Some(column), None),
+            Location::Object(id) => (0, None, Some(id.to_owned())),
         };
         Diagnostic {
             path: self
@@ -298,6 +299,7 @@ impl<'a> FeedLoad<'a> {
                 .clone()
                 .unwrap_or_else(|| self.report.path.clone()),
             line,
+            column,
             object,
             severity,
             message: message.to_string(),

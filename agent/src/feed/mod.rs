@@ -198,6 +198,44 @@ fn every_record_rejected(read: u64) -> String {
 }
 
 impl FeedError {
+    /// Returns the file the error is about, or `None` for an invalid feed
+    /// config, because that error is about the config file.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            FeedError::Open { path, .. }
+            | FeedError::Read { path, .. }
+            | FeedError::NotUtf8 { path, .. }
+            | FeedError::InvalidDocument { path, .. }
+            | FeedError::Json { path, .. }
+            | FeedError::TooLarge { path, .. } => Some(path),
+            FeedError::NothingLoaded { report, .. } | FeedError::Strict { report, .. } => {
+                Some(&report.path)
+            }
+            FeedError::InvalidConfig(_) => None,
+        }
+    }
+
+    /// Returns the line, counted from 1, of an error about one line.
+    pub fn line(&self) -> Option<u64> {
+        let line = match self {
+            FeedError::Read { line, .. } | FeedError::NotUtf8 { line, .. } => *line,
+            FeedError::Json { source, .. } => source.line() as u64,
+            _ => 0,
+        };
+        (line > 0).then_some(line)
+    }
+
+    /// Returns the diagnostics of the records read before the feed failed
+    /// as a whole, or none when it failed before reading records.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            FeedError::NothingLoaded { report, .. } | FeedError::Strict { report, .. } => {
+                &report.diagnostics
+            }
+            _ => &[],
+        }
+    }
+
     /// Moves the line an error names `lines` lines further into the file:
     /// for an error found in a part of the file that starts there.
     fn shift_lines(mut self, lines: u64) -> FeedError {

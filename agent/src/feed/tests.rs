@@ -580,7 +580,7 @@ fn jsonl_bad_lines_reported_and_skipped() {
             (
                 2,
                 Severity::Error,
-                "invalid JSON object at column 25: EOF while parsing an object"
+                "invalid JSON object: EOF while parsing an object"
             ),
             (3, Severity::Error, "missing key `indicator`"),
             (
@@ -597,22 +597,22 @@ fn jsonl_bad_lines_reported_and_skipped() {
             (
                 7,
                 Severity::Error,
-                "invalid JSON object at column 43: invalid type: string \"c2\", expected a list of strings"
+                "invalid JSON object: invalid type: string \"c2\", expected a list of strings"
             ),
             (
                 8,
                 Severity::Error,
-                "invalid JSON object at column 38: duplicate key `indicator`"
+                "invalid JSON object: duplicate key `indicator`"
             ),
             (
                 9,
                 Severity::Error,
-                "invalid JSON object at column 1: invalid type: sequence, expected a JSON object with an `indicator` key"
+                "invalid JSON object: invalid type: sequence, expected a JSON object with an `indicator` key"
             ),
             (
                 10,
                 Severity::Error,
-                "invalid JSON object at column 29: trailing characters"
+                "invalid JSON object: trailing characters"
             ),
             (
                 11,
@@ -622,14 +622,57 @@ fn jsonl_bad_lines_reported_and_skipped() {
             (
                 12,
                 Severity::Error,
-                "invalid JSON object at column 24: invalid type: integer `3221225985`, expected a string"
+                "invalid JSON object: invalid type: integer `3221225985`, expected a string"
             ),
             (
                 13,
                 Severity::Error,
-                "invalid JSON object at column 41: invalid type: floating point `50.5`, expected i64"
+                "invalid JSON object: invalid type: floating point `50.5`, expected i64"
             ),
         ]
+    );
+    // JSON errors name the column. The other rejections concern a whole
+    // field, whose position the parser no longer has.
+    let columns: Vec<Option<u64>> = report.diagnostics.iter().map(|d| d.column).collect();
+    assert_eq!(
+        columns,
+        [
+            Some(25),
+            None,
+            None,
+            None,
+            None,
+            Some(43),
+            Some(38),
+            Some(1),
+            Some(29),
+            None,
+            Some(24),
+            Some(41)
+        ]
+    );
+}
+
+#[test]
+fn jsonl_error_column_counts_characters() {
+    // Two leading spaces and a two-byte `é` come before the bad value, and
+    // the column counts characters of the line as it is in the file.
+    let (_, report) = load_ok(concat!(
+        r#"{"indicator": "192.0.2.1"}"#,
+        "\n",
+        r#"  {"indicator": "192.0.2.2", "attacker_names": ["é"], "score": x}"#,
+        "\n",
+    ));
+    assert_eq!(report.rejected, 1);
+    let diagnostic = &report.diagnostics[0];
+    assert_eq!(diagnostic.line, 2);
+    assert_eq!(diagnostic.column, Some(64));
+    assert_eq!(
+        diagnostic.to_string(),
+        format!(
+            "{}:2:64: error: invalid JSON object: expected value",
+            diagnostic.path.display()
+        )
     );
 }
 
