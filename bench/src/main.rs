@@ -32,11 +32,15 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// The `intelwall` binary to run (a release build).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = "target/release/intelwall")]
     agent: PathBuf,
     /// Report file to write.
     #[arg(long, value_name = "FILE", default_value = "BENCHMARKS.md")]
     output: PathBuf,
+    /// Only write the generated mixed jsonl feed of this many indicators
+    /// into the directory DIR, for profiling a load by hand, and exit.
+    #[arg(long, value_names = ["COUNT", "DIR"], num_args = 2)]
+    write_feed: Option<Vec<String>>,
 }
 
 /// Sizes and repeat counts of one run.
@@ -105,6 +109,19 @@ impl Plan {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(args) = &cli.write_feed {
+        let count: usize = args[0]
+            .parse()
+            .with_context(|| format!("invalid indicator count `{}`", args[0]))?;
+        let feed = feedgen::write_mixed(Path::new(&args[1]), count, 0)?;
+        eprintln!(
+            "wrote {} with {} indicators and {} sightings",
+            feed.path.display(),
+            group(feed.indicators),
+            group(feed.sightings)
+        );
+        return Ok(());
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bench needs root: it creates network namespaces and loads BPF programs");
