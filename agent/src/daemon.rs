@@ -286,6 +286,7 @@ impl Agent {
         layout: PinLayout,
         logging: bool,
     ) -> Result<Agent> {
+        crate::dataplane::prepare_loader();
         let fingerprint = pin::fingerprint(&config.text);
         let pinned = layout.read_state().filter(|state| {
             state.version == pin::FORMAT_VERSION && state.fingerprint == fingerprint

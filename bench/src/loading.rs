@@ -149,6 +149,7 @@ fn netns_command(netns: &str, args: &[&str]) -> Command {
 fn library(config: &Path, runs: usize) -> Result<LoadRow> {
     let seconds = Summary::measure(runs, || {
         let started = Instant::now();
+        intelwall::dataplane::prepare_loader();
         let loaded = subject::load(config)?;
         let (dataplane, _) = subject::dataplane(&loaded.compiled)?;
         let elapsed = started.elapsed();

@@ -7,6 +7,8 @@ mod pinned;
 mod update;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use aya::Ebpf;
 use aya::EbpfLoader;
@@ -627,7 +629,7 @@ fn create_maps(
         .and_then(|dir| PinnedCounterMaps::open(dir).ok())
         .and_then(|maps| maps.counters().class_slots().ok())
         .unwrap_or(capacity.classes);
-    let mut loader = EbpfLoader::new();
+    let mut loader = take_loader();
     loader
         .map_max_entries(map_name::HOSTS_V4, capacity.hosts_v4)
         .map_max_entries(map_name::HOSTS_V6, capacity.hosts_v6)
@@ -646,6 +648,33 @@ fn create_maps(
         }
     }
     loader.load(XDP_OBJECT).map_err(DataplaneError::Load)
+}
+
+/// A loader made ahead of time by [`prepare_loader`].
+static PREPARED_LOADER: Mutex<Option<JoinHandle<EbpfLoader<'static>>>> = Mutex::new(None);
+
+/// Starts making a program loader on another thread, for the next
+/// [`Dataplane`] load to take. A new loader parses the kernel's BTF
+/// (/sys/kernel/btf/vmlinux), which takes about a tenth of a second, so an
+/// agent calls this before it reads its feeds.
+pub fn prepare_loader() {
+    let mut prepared = PREPARED_LOADER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if prepared.is_none() {
+        *prepared = Some(std::thread::spawn(EbpfLoader::new));
+    }
+}
+
+/// Returns the loader that [`prepare_loader`] made, or a new one.
+fn take_loader() -> EbpfLoader<'static> {
+    let prepared = PREPARED_LOADER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    prepared
+        .and_then(|thread| thread.join().ok())
+        .unwrap_or_default()
 }
 
 /// Loads the XDP and TC programs into the kernel, which verifies them.
