@@ -1,4 +1,4 @@
-/// jemalloc, told to back its memory with transparent huge pages. The feed
+/// jemalloc, set to back its memory with transparent huge pages. The feed
 /// store and the compiler read arrays of hundreds of megabytes at random,
 /// and with 4 KiB pages most of those reads also miss the TLB. The kernel
 /// grants huge pages to processes that ask (`madvise` mode, the default of
