@@ -191,7 +191,10 @@ impl<'a> FeedLoad<'a> {
     /// indicators replace what the store held for it.
     pub fn finish(self) -> Result<FeedReport, FeedError> {
         let mut report = self.report;
-        let (table, counts) = self.records.finish();
+        let intel = &*self.intel;
+        let (table, counts) = self
+            .records
+            .finish_with(|profile| intel.profile_lists(profile));
         report.indicators = counts.indicators;
         report.sightings = counts.sightings;
         report.merged = counts.merged;

@@ -108,3 +108,36 @@ fn list_in_parts_matches_one_core() {
     fixture.config.datasets = vec!["drop".to_owned()];
     assert_same(&mut fixture, FeedFormat::List);
 }
+
+#[test]
+fn distinct_mixes_in_parts_merge_duplicates() {
+    // Every line has its own attribute mix, so each half of the file holds
+    // more profiles than a part's store deduplicates when it joins. The
+    // same line near both ends must still merge into one sighting.
+    let lines = 2 * crate::intel::IMPORT_DEDUP_LIMIT + 1000;
+    let duplicate = "{\"indicator\": \"192.0.2.1\", \"attacker_names\": [\"twice\"], \"last_seen\": \"2025-12-01T00:00:00Z\"}\n";
+    let mut text = String::with_capacity(lines * 100);
+    for line in 0..lines {
+        if line == 10 || line == lines - 10 {
+            text.push_str(duplicate);
+            continue;
+        }
+        let _ = writeln!(
+            text,
+            "{{\"indicator\": \"10.{}.{}.{}\", \"attacker_names\": [\"actor {line}\"]}}",
+            line >> 16,
+            (line >> 8) & 0xff,
+            line & 0xff
+        );
+    }
+    let fixture = Fixture::named("feed.jsonl", text.as_bytes());
+    let (one_intel, one_report) = load_in_parts(&fixture, FeedFormat::Jsonl, 1);
+    assert_eq!(
+        one_report.merged, 1,
+        "the duplicate line merges on one core"
+    );
+    let (intel, report) = load_in_parts(&fixture, FeedFormat::Jsonl, 2);
+    assert_eq!(report.merged, 1, "the duplicate line merges across parts");
+    assert_eq!(report.sightings, one_report.sightings);
+    assert_eq!(dump(&intel), dump(&one_intel));
+}

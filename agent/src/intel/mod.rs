@@ -126,7 +126,7 @@ impl Sighting {
 
 /// Profiles of a fragment above which [`Intel::import_profiles`] copies
 /// rather than deduplicates.
-const IMPORT_DEDUP_LIMIT: usize = 1 << 16;
+pub(crate) const IMPORT_DEDUP_LIMIT: usize = 1 << 16;
 
 /// Profiles a store may gain over twice its baseline before
 /// [`Intel::is_worth_rebuilding`] returns true.

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
-use super::Sighting;
+use super::{ProfileId, Sighting};
 
 /// An IPv4 indicator: address in the high 32 bits, prefix length in the
 /// low 8, so that integer order is the prefix tree's pre-order.
@@ -97,8 +97,18 @@ impl TableBuilder {
 
     /// Sorts the records and merges identical ones.
     pub fn finish(self) -> (IndicatorTable, TableCounts) {
-        let (v4, v4_counts) = sorted_run(self.v4);
-        let (v6, v6_counts) = sorted_run(self.v6);
+        self.finish_with(|profile| profile)
+    }
+
+    /// [`TableBuilder::finish`], where records merge when their profiles
+    /// have the same `content`: a store may hold one mix of values under
+    /// several ids (see [`super::Intel::import_profiles`]).
+    pub fn finish_with<C: Eq + std::hash::Hash>(
+        self,
+        content: impl Fn(ProfileId) -> C,
+    ) -> (IndicatorTable, TableCounts) {
+        let (v4, v4_counts) = sorted_run(self.v4, &content);
+        let (v6, v6_counts) = sorted_run(self.v6, &content);
         let counts = TableCounts {
             indicators: v4_counts.indicators + v6_counts.indicators,
             sightings: v4_counts.sightings + v6_counts.sightings,
@@ -113,8 +123,9 @@ impl TableBuilder {
     }
 }
 
-fn sorted_run<K: Copy + Ord + Send>(
+fn sorted_run<K: Copy + Ord + Send, C: Eq + std::hash::Hash>(
     mut records: Vec<(K, Sighting)>,
+    content: &impl Fn(ProfileId) -> C,
 ) -> (Vec<(K, Sighting)>, TableCounts) {
     use rayon::slice::ParallelSliceMut;
     // Sorting by every field puts identical records next to each other and
@@ -130,6 +141,7 @@ fn sorted_run<K: Copy + Ord + Send>(
     });
     let before = records.len() as u64;
     records.dedup();
+    merge_equal_profiles(&mut records, content);
     records.shrink_to_fit();
     let mut indicators = 0;
     let mut previous = None;
@@ -145,6 +157,57 @@ fn sorted_run<K: Copy + Ord + Send>(
         merged: before - records.len() as u64,
     };
     (records, counts)
+}
+
+/// Runs of one indicator's records up to this long are merged by comparing
+/// every pair; longer ones through a hash set.
+const PAIRWISE_RUN: usize = 16;
+
+/// Drops the records of an indicator that equal an earlier record of it in
+/// every field once profile ids are replaced by `content`, the values they
+/// stand for. Profiles are looked up only when the other fields are equal,
+/// which is rare, so this is one pass over the records.
+fn merge_equal_profiles<K: Copy + Ord, C: Eq + std::hash::Hash>(
+    records: &mut Vec<(K, Sighting)>,
+    content: &impl Fn(ProfileId) -> C,
+) {
+    let mut kept = 0;
+    let mut start = 0;
+    while start < records.len() {
+        let key = records[start].0;
+        let mut end = start + 1;
+        while end < records.len() && records[end].0 == key {
+            end += 1;
+        }
+        let run_kept = kept;
+        if end - start > PAIRWISE_RUN {
+            let mut seen = std::collections::HashSet::new();
+            for index in start..end {
+                let sighting = records[index].1;
+                let fields = (sighting.last_seen, sighting.score, sighting.feed);
+                if seen.insert((fields, content(sighting.profile))) {
+                    records[kept] = records[index];
+                    kept += 1;
+                }
+            }
+        } else {
+            for index in start..end {
+                let sighting = records[index].1;
+                let repeated = records[run_kept..kept].iter().any(|(_, earlier)| {
+                    earlier.last_seen == sighting.last_seen
+                        && earlier.score == sighting.score
+                        && earlier.feed == sighting.feed
+                        && content(earlier.profile) == content(sighting.profile)
+                });
+                if !repeated {
+                    records[kept] = records[index];
+                    kept += 1;
+                }
+            }
+        }
+        start = end;
+    }
+    records.truncate(kept);
 }
 
 impl AsRef<IndicatorTable> for IndicatorTable {
@@ -516,5 +579,30 @@ mod tests {
             table.shorter_than(17),
             [net("10.0.0.0/8"), net("10.1.0.0/16"), net("2001::/16")]
         );
+    }
+
+    #[test]
+    fn records_with_equal_profile_values_merge() {
+        // Profiles 2k and 2k+1 stand for the same values. A short run is
+        // compared pair by pair, a long one through a hash set.
+        for run in [3u32, 40] {
+            let mut builder = TableBuilder::default();
+            for index in 0..run {
+                let mut record = sighting(index * 2, 0);
+                record.last_seen = i64::from(index);
+                builder.push(net("192.0.2.1/32"), record);
+            }
+            let mut twin = sighting(1, 0);
+            twin.last_seen = 0;
+            builder.push(net("192.0.2.1/32"), twin);
+            let mut other_time = sighting(3, 0);
+            other_time.last_seen = 99;
+            builder.push(net("192.0.2.1/32"), other_time);
+
+            let (table, counts) = builder.finish_with(|profile| profile / 2);
+            assert_eq!(counts.merged, 1, "run of {run}");
+            assert_eq!(counts.sightings, u64::from(run) + 1, "run of {run}");
+            assert_eq!(table.len(), run as usize + 1, "run of {run}");
+        }
     }
 }
