@@ -30,6 +30,7 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::jsonl_scan::{GaveUp, scan_line};
 use super::lines::{LineReader, LineText};
 use super::load::{FeedLoad, intern_value};
 use super::{FeedError, Location};
@@ -63,10 +64,10 @@ struct LineParser {
 /// The scalar fields of one line. Attribute values go straight into
 /// [`LineParser::values`] instead.
 #[derive(Default)]
-struct LineFields<'de> {
-    indicator: Option<Cow<'de, str>>,
-    last_seen: Option<Cow<'de, str>>,
-    score: Option<i64>,
+pub(super) struct LineFields<'de> {
+    pub(super) indicator: Option<Cow<'de, str>>,
+    pub(super) last_seen: Option<Cow<'de, str>>,
+    pub(super) score: Option<i64>,
 }
 
 impl LineParser {
@@ -78,6 +79,14 @@ impl LineParser {
         }
     }
 
+    /// Starts the line's values from the config's.
+    fn reset_values(&mut self) {
+        for (values, config_values) in self.values.iter_mut().zip(&self.config_values) {
+            values.clear();
+            values.extend_from_slice(config_values);
+        }
+    }
+
     fn load_line(&mut self, load: &mut FeedLoad<'_>, line: u64, raw: &str) {
         let text = raw.trim();
         if text.is_empty() || text.starts_with(['#', ';']) {
@@ -85,12 +94,15 @@ impl LineParser {
         }
         load.count_data_line();
 
-        for (values, config_values) in self.values.iter_mut().zip(&self.config_values) {
-            values.clear();
-            values.extend_from_slice(config_values);
-        }
+        self.reset_values();
         let reported_keys = self.unknown_keys.len();
-        let parsed = parse_line(text, load.intel, &mut self.values, &mut self.unknown_keys);
+        let parsed = match scan_line(text, load.intel, &mut self.values) {
+            Ok(fields) => Ok(fields),
+            Err(GaveUp) => {
+                self.reset_values();
+                parse_line(text, load.intel, &mut self.values, &mut self.unknown_keys)
+            }
+        };
         for key in &self.unknown_keys[reported_keys..] {
             load.warn(
                 line,
@@ -168,7 +180,7 @@ fn check_fields(
 ///
 /// NOTE: values are interned before the line is checked, so a rejected line
 /// can leave strings in the store that no indicator uses.
-fn parse_line<'de>(
+pub(super) fn parse_line<'de>(
     text: &'de str,
     intel: &mut Intel,
     values: &mut [Vec<Symbol>; 5],
@@ -230,7 +242,7 @@ impl fmt::Display for JsonMessage<'_> {
 
 /// The keys of a line object.
 #[derive(Clone, Copy)]
-enum Key {
+pub(super) enum Key {
     Indicator,
     LastSeen,
     Score,
@@ -238,7 +250,7 @@ enum Key {
 }
 
 impl Key {
-    fn from_name(name: &str) -> Option<Key> {
+    pub(super) fn from_name(name: &str) -> Option<Key> {
         match name {
             "indicator" => Some(Key::Indicator),
             "last_seen" => Some(Key::LastSeen),
@@ -251,7 +263,7 @@ impl Key {
     }
 
     /// Bit of the key in the set of keys already seen on a line.
-    fn bit(self) -> u8 {
+    pub(super) fn bit(self) -> u8 {
         let index = match self {
             Key::Indicator => 0,
             Key::LastSeen => 1,

@@ -23,6 +23,7 @@ mod detect;
 mod diagnostic;
 mod input;
 mod jsonl;
+mod jsonl_scan;
 mod lines;
 mod list;
 mod load;
