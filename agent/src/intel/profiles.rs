@@ -78,7 +78,21 @@ impl Lists {
     }
 }
 
-/// The list ids of each profile, each combination stored once.
+/// Profiles that [`Profiles::intern`] indexes in full; past this, it only
+/// remembers recent ones.
+const INDEX_LIMIT: usize = 1 << 20;
+
+/// Slots of [`Profiles::recent`], a power of two (1.5 MiB).
+const RECENT_SLOTS: usize = 1 << 16;
+
+/// The list ids of each profile, each combination stored once while the
+/// store holds up to `INDEX_LIMIT` of them.
+///
+/// A feed whose every line carries its own mix of values would otherwise
+/// grow an index as large as itself. Beyond the limit, a profile missing
+/// from the index is looked up among recent ones, in a small table that
+/// stays in the CPU caches, so one mix may then get several ids. Sightings that differ only in such ids still
+/// merge (see [`super::TableBuilder::finish_with`]).
 #[derive(Clone, Debug, Default)]
 pub struct Profiles {
     lists: Vec<[ListId; 5]>,
@@ -86,6 +100,9 @@ pub struct Profiles {
     /// without reading `lists`. That saves a cache miss on the hot path of
     /// every feed load.
     ids: HashTable<(ProfileId, [ListId; 5])>,
+    /// The last profile whose hash fell in each slot, once `ids` is full;
+    /// empty before.
+    recent: Vec<Option<(ProfileId, [ListId; 5])>>,
 }
 
 impl Profiles {
@@ -100,6 +117,7 @@ impl Profiles {
     pub fn bytes(&self) -> usize {
         self.lists.capacity() * size_of::<[ListId; 5]>()
             + self.ids.capacity() * (size_of::<(ProfileId, [ListId; 5])>() + 1)
+            + self.recent.capacity() * size_of::<Option<(ProfileId, [ListId; 5])>>()
     }
 
     pub fn all(&self) -> &[[ListId; 5]] {
@@ -118,10 +136,29 @@ impl Profiles {
         if let Some(&(id, _)) = self.ids.find(hash, |(_, known)| *known == lists) {
             return id;
         }
+        if self.ids.len() >= INDEX_LIMIT {
+            return self.intern_recent(hash, lists);
+        }
         let id = self.lists.len() as ProfileId;
         self.lists.push(lists);
         self.ids
             .insert_unique(hash, (id, lists), |(_, known)| HASHER.hash_one(known));
+        id
+    }
+
+    fn intern_recent(&mut self, hash: u64, lists: [ListId; 5]) -> ProfileId {
+        if self.recent.is_empty() {
+            self.recent = vec![None; RECENT_SLOTS];
+        }
+        // The high bits: FxHash mixes them best.
+        let slot = (hash >> (64 - RECENT_SLOTS.trailing_zeros())) as usize;
+        if let Some((id, known)) = self.recent[slot]
+            && known == lists
+        {
+            return id;
+        }
+        let id = self.push_unindexed(lists);
+        self.recent[slot] = Some((id, lists));
         id
     }
 }
@@ -156,5 +193,37 @@ impl<'a> Profile<'a> {
 
     pub fn values(&self, attribute: Attribute) -> &'a [Symbol] {
         self.lists.get(self.ids[attribute as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lists(n: u32) -> [ListId; 5] {
+        [n, n + 1, 0, 0, 1]
+    }
+
+    #[test]
+    fn profiles_past_the_index_limit_keep_their_lists() {
+        let mut profiles = Profiles::default();
+        for n in 0..INDEX_LIMIT as u32 {
+            assert_eq!(profiles.intern(lists(n)), n);
+        }
+        // A profile indexed before the limit is found while the index lasts.
+        assert_eq!(profiles.intern(lists(7)), 7);
+
+        let first = profiles.intern(lists(u32::MAX - 10));
+        assert_eq!(first as usize, INDEX_LIMIT);
+        assert_eq!(
+            profiles.intern(lists(u32::MAX - 10)),
+            first,
+            "recent one found"
+        );
+        let second = profiles.intern(lists(u32::MAX - 20));
+        assert_ne!(second, first);
+        assert_eq!(profiles.get(first), lists(u32::MAX - 10));
+        assert_eq!(profiles.get(second), lists(u32::MAX - 20));
+        assert_eq!(profiles.len(), INDEX_LIMIT + 2);
     }
 }
