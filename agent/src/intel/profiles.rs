@@ -210,7 +210,7 @@ mod tests {
         for n in 0..INDEX_LIMIT as u32 {
             assert_eq!(profiles.intern(lists(n)), n);
         }
-        // A profile indexed before the limit is found while the index lasts.
+        // A profile indexed before the limit is still found.
         assert_eq!(profiles.intern(lists(7)), 7);
 
         let first = profiles.intern(lists(u32::MAX - 10));
