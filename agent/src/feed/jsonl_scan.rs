@@ -112,13 +112,16 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Scan<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
-        let length = memchr::memchr(b'"', &self.bytes[start..]).ok_or(GaveUp)?;
-        let end = start + length;
-        if self.bytes[start..end]
-            .iter()
-            .any(|&byte| byte == b'\\' || byte < 0x20)
-        {
-            return Err(GaveUp);
+        // One pass byte by byte: the strings of a line are short, shorter
+        // than what a vectorised search gains on.
+        let mut end = start;
+        loop {
+            match self.bytes.get(end) {
+                Some(b'"') => break,
+                Some(&byte) if byte == b'\\' || byte < 0x20 => return Err(GaveUp),
+                Some(_) => end += 1,
+                None => return Err(GaveUp),
+            }
         }
         self.at = end + 1;
         // Both ends sit next to an ASCII quote, so they are character

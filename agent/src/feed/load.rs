@@ -229,6 +229,20 @@ impl<'a> FeedLoad<'a> {
         }
     }
 
+    /// Makes room in the store and in this load for the profiles and
+    /// records of `parts`, so that absorbing them copies each once.
+    pub fn reserve_for<'p>(&mut self, parts: impl Iterator<Item = (&'p Intel, &'p LoadedPart)>) {
+        let (mut profiles, mut v4, mut v6) = (0, 0, 0);
+        for (fragment, part) in parts {
+            profiles += fragment.profile_count();
+            let (part_v4, part_v6) = part.records.family_lens();
+            v4 += part_v4;
+            v6 += part_v6;
+        }
+        self.intel.reserve_profiles(profiles);
+        self.records.reserve(v4, v6);
+    }
+
     /// Takes in a part of this feed that another store loaded: its
     /// profiles, its records and its counts, with its line numbers moved
     /// on by `lines_before`, the lines of the file before the part. A

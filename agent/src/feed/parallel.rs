@@ -63,6 +63,12 @@ pub fn load(
         .collect();
 
     let mut load = FeedLoad::new(config, intel, now, format);
+    load.reserve_for(
+        parts
+            .iter()
+            .filter_map(|part| part.as_ref().ok())
+            .map(|part| (&part.fragment, &part.loaded)),
+    );
     let mut lines_before = 0;
     for part in parts {
         let part = part.map_err(|error| error.shift_lines(lines_before))?;

@@ -312,6 +312,11 @@ impl Intel {
             .collect()
     }
 
+    /// Makes room for `additional` more profiles.
+    pub fn reserve_profiles(&mut self, additional: usize) {
+        self.profiles.reserve(additional);
+    }
+
     /// Returns the indicators of `feed`.
     pub fn table(&self, feed: FeedId) -> &IndicatorTable {
         &self.tables[usize::from(feed)]

@@ -120,6 +120,12 @@ impl Profiles {
             + self.recent.capacity() * size_of::<Option<(ProfileId, [ListId; 5])>>()
     }
 
+    /// Makes room for `additional` more profiles in the list of profiles
+    /// (not in the index, which only grows as far as it must).
+    pub fn reserve(&mut self, additional: usize) {
+        self.lists.reserve_exact(additional);
+    }
+
     pub fn all(&self) -> &[[ListId; 5]] {
         &self.lists
     }

@@ -70,10 +70,23 @@ impl TableBuilder {
         }
     }
 
-    /// Moves the records of `other` in.
+    /// Moves the records of `other` in. Into an empty builder, that takes
+    /// `other`'s arrays without copying them.
     pub fn append(&mut self, other: &mut TableBuilder) {
-        self.v4.append(&mut other.v4);
-        self.v6.append(&mut other.v6);
+        append_records(&mut self.v4, &mut other.v4);
+        append_records(&mut self.v6, &mut other.v6);
+    }
+
+    /// Makes room for `additional` more records of each family at most, so
+    /// that appending them copies the records once.
+    pub fn reserve(&mut self, additional_v4: usize, additional_v6: usize) {
+        self.v4.reserve_exact(additional_v4);
+        self.v6.reserve_exact(additional_v6);
+    }
+
+    /// Returns the records of each family: IPv4, then IPv6.
+    pub fn family_lens(&self) -> (usize, usize) {
+        (self.v4.len(), self.v6.len())
     }
 
     pub fn len(&self) -> usize {
@@ -120,6 +133,14 @@ impl TableBuilder {
             indicators: counts.indicators as usize,
         };
         (table, counts)
+    }
+}
+
+fn append_records<T>(into: &mut Vec<T>, from: &mut Vec<T>) {
+    if into.is_empty() && into.capacity() < from.len() {
+        std::mem::swap(into, from);
+    } else {
+        into.append(from);
     }
 }
 
