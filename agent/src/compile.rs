@@ -315,45 +315,52 @@ pub fn compile(
 
     let mut classes = ClassAssigner::new(previous);
     let by_profile = profile_bits(&predicates, intel, now);
-    let mut evaluator = Evaluator::new(&predicates, intel, now, by_profile.as_deref());
-    let empty_bits = evaluator.bits(None, &[]);
+    let mut evaluators: Vec<Evaluator<'_>> = (0..rayon::current_num_threads())
+        .map(|_| Evaluator::new(&predicates, intel, now, by_profile.as_deref()))
+        .collect();
+    let empty_bits = evaluators[0].bits(None, &[]);
     classes.set_miss_class(empty_bits);
 
-    let mut image = MapImage::default();
-    // Indicators per class id, to count what each rule selects.
-    let mut class_indicators: Vec<u64> = Vec::new();
+    let mut batch = Batch::default();
+    let mut out = Output {
+        image: MapImage::default(),
+        class_indicators: Vec::new(),
+        empty_bits,
+    };
     let mut open: Vec<OpenPrefix> = Vec::new();
-    let mut sightings: Vec<Sighting> = Vec::new();
     for (net, own) in intel.indicators_with(&named_prefixes(&predicates)) {
         while open.last().is_some_and(|top| !top.net.contains(&net)) {
             open.pop();
         }
-        sightings.clear();
+        let start = batch.sightings.len();
         for ancestor in &open {
-            sightings.extend_from_slice(&ancestor.sightings);
+            batch.sightings.extend_from_slice(&ancestor.sightings);
         }
-        sightings.extend_from_slice(&own);
-        let bits = evaluator.bits(Some(net), &sightings);
-        let class = classes.class_of(bits);
-        if !own.is_empty() {
-            let slot = class as usize;
-            if class_indicators.len() <= slot {
-                class_indicators.resize(slot + 1, 0);
-            }
-            class_indicators[slot] += 1;
-        }
-        let inherited = open.last().map_or(CLASS_NONE, |parent| parent.class);
-        if class != inherited {
-            push_entry(&mut image, net, class);
-        }
+        batch.sightings.extend_from_slice(&own);
+        let index = batch.entries.len();
+        batch.entries.push(PendingEntry {
+            net,
+            sightings: start..batch.sightings.len(),
+            is_indicator: !own.is_empty(),
+            parent: open.last().map_or(ParentBits::None, |parent| parent.bits),
+        });
         if net.prefix_len() < net.max_prefix_len() {
             open.push(OpenPrefix {
                 net,
                 sightings: own.to_vec(),
-                class,
+                bits: ParentBits::InBatch(index),
             });
         }
+        if batch.entries.len() == BATCH_ENTRIES {
+            batch.flush(&mut evaluators, &mut classes, &mut out, &mut open);
+        }
     }
+    batch.flush(&mut evaluators, &mut classes, &mut out, &mut open);
+    let Output {
+        mut image,
+        class_indicators,
+        ..
+    } = out;
 
     let class_bits = classes.finish();
     let in_use = class_bits.iter().filter(|bits| bits.is_some()).count();
@@ -474,7 +481,109 @@ fn named_prefixes(predicates: &[Option<Predicate>]) -> Vec<IpNet> {
 struct OpenPrefix {
     net: IpNet,
     sightings: Vec<Sighting>,
-    class: u32,
+    bits: ParentBits,
+}
+
+/// The bitmask of an entry's nearest enclosing prefix.
+#[derive(Clone, Copy)]
+enum ParentBits {
+    /// No prefix encloses the entry: a lookup without it finds the class of
+    /// an address in no map.
+    None,
+    /// The prefix is in the batch being filled, at this index.
+    InBatch(usize),
+    /// The prefix was in an earlier batch.
+    Known(Bits),
+}
+
+/// Entries per batch: enough to keep every core busy, few enough that the
+/// batch's sightings stay small.
+const BATCH_ENTRIES: usize = 1 << 16;
+
+/// An entry waiting for its bitmask.
+struct PendingEntry {
+    net: IpNet,
+    /// Its sightings and those of every enclosing prefix, in
+    /// [`Batch::sightings`].
+    sightings: std::ops::Range<usize>,
+    is_indicator: bool,
+    parent: ParentBits,
+}
+
+/// Entries in walk order whose bitmasks are evaluated together, on every
+/// core. Class ids are then given out in walk order on one thread, so that
+/// they do not depend on how the work was split.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<PendingEntry>,
+    sightings: Vec<Sighting>,
+}
+
+/// The walk's results.
+struct Output {
+    image: MapImage,
+    /// Indicators per class id, to count what each rule selects.
+    class_indicators: Vec<u64>,
+    /// The bitmask of an address in no map.
+    empty_bits: Bits,
+}
+
+impl Batch {
+    fn flush(
+        &mut self,
+        evaluators: &mut [Evaluator<'_>],
+        classes: &mut ClassAssigner<'_>,
+        out: &mut Output,
+        open: &mut [OpenPrefix],
+    ) {
+        use rayon::prelude::*;
+        if self.entries.is_empty() {
+            return;
+        }
+        let chunk = self.entries.len().div_ceil(evaluators.len());
+        let sightings = &self.sightings;
+        let bits: Vec<Bits> = evaluators
+            .par_iter_mut()
+            .zip(self.entries.par_chunks(chunk))
+            .map(|(evaluator, entries)| {
+                entries
+                    .iter()
+                    .map(|entry| {
+                        evaluator.bits(Some(entry.net), &sightings[entry.sightings.clone()])
+                    })
+                    .collect::<Vec<Bits>>()
+            })
+            .collect::<Vec<_>>()
+            .concat();
+
+        for (entry, &entry_bits) in self.entries.iter().zip(&bits) {
+            let class = classes.class_of(entry_bits);
+            if entry.is_indicator {
+                let slot = class as usize;
+                if out.class_indicators.len() <= slot {
+                    out.class_indicators.resize(slot + 1, 0);
+                }
+                out.class_indicators[slot] += 1;
+            }
+            // Equal bitmasks are the same class, so the entry changes what a
+            // lookup finds only when its bitmask differs from its parent's.
+            let inherited = match entry.parent {
+                ParentBits::None => out.empty_bits,
+                ParentBits::InBatch(index) => bits[index],
+                ParentBits::Known(bits) => bits,
+            };
+            if entry_bits != inherited {
+                push_entry(&mut out.image, entry.net, class);
+            }
+        }
+        for prefix in open.iter_mut() {
+            if let ParentBits::InBatch(index) = prefix.bits {
+                prefix.bits = ParentBits::Known(bits[index]);
+            }
+        }
+        self.entries.clear();
+        self.sightings.clear();
+    }
 }
 
 /// Evaluates the predicates over entries, caching per-sighting results.
