@@ -91,7 +91,7 @@ fn write_config(dir: &Path, feed: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The rules, for the report.
+/// Returns the rules, for the report.
 pub fn rules() -> &'static str {
     RULES.trim()
 }

@@ -107,8 +107,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string without escapes or control characters, which JSON does not
-    /// allow raw inside strings.
+    /// Reads a string without escapes or control characters (JSON does not
+    /// allow the latter raw inside strings).
     fn string(&mut self) -> Scan<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
@@ -129,7 +129,7 @@ impl<'a> Scanner<'a> {
         Ok(&self.text[start..end])
     }
 
-    /// An integer in JSON's syntax (no leading zeros, no fraction or
+    /// Reads an integer in JSON's syntax (no leading zeros, no fraction or
     /// exponent) that fits an `i64`.
     fn integer(&mut self) -> Scan<i64> {
         self.skip_space();
