@@ -111,7 +111,7 @@ fn list_in_parts_matches_one_core() {
 
 #[test]
 fn distinct_mixes_in_parts_merge_duplicates() {
-    // Every line has its own attribute mix, so each half of the file holds
+    // Every line has its own attribute mix, so each half of the file has
     // more profiles than a part's store deduplicates when it joins. The
     // same line near both ends must still merge into one sighting.
     let lines = 2 * crate::intel::IMPORT_DEDUP_LIMIT + 1000;
