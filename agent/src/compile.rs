@@ -321,46 +321,12 @@ pub fn compile(
     let empty_bits = evaluators[0].bits(None, &[]);
     classes.set_miss_class(empty_bits);
 
-    let mut batch = Batch::default();
-    let mut out = Output {
-        image: MapImage::default(),
-        class_indicators: Vec::new(),
-        empty_bits,
+    let extra = named_prefixes(&predicates);
+    let (mut image, class_indicators) = if intel.profile_count() >= BATCHED_WALK_PROFILES {
+        walk_in_batches(intel, &extra, &mut evaluators, &mut classes, empty_bits)
+    } else {
+        walk(intel, &extra, &mut evaluators[0], &mut classes)
     };
-    let mut open: Vec<OpenPrefix> = Vec::new();
-    for (net, own) in intel.indicators_with(&named_prefixes(&predicates)) {
-        while open.last().is_some_and(|top| !top.net.contains(&net)) {
-            open.pop();
-        }
-        let start = batch.sightings.len();
-        for ancestor in &open {
-            batch.sightings.extend_from_slice(&ancestor.sightings);
-        }
-        batch.sightings.extend_from_slice(&own);
-        let index = batch.entries.len();
-        batch.entries.push(PendingEntry {
-            net,
-            sightings: start..batch.sightings.len(),
-            is_indicator: !own.is_empty(),
-            parent: open.last().map_or(ParentBits::None, |parent| parent.bits),
-        });
-        if net.prefix_len() < net.max_prefix_len() {
-            open.push(OpenPrefix {
-                net,
-                sightings: own.to_vec(),
-                bits: ParentBits::InBatch(index),
-            });
-        }
-        if batch.entries.len() == BATCH_ENTRIES {
-            batch.flush(&mut evaluators, &mut classes, &mut out, &mut open);
-        }
-    }
-    batch.flush(&mut evaluators, &mut classes, &mut out, &mut open);
-    let Output {
-        mut image,
-        class_indicators,
-        ..
-    } = out;
 
     let class_bits = classes.finish();
     let in_use = class_bits.iter().filter(|bits| bits.is_some()).count();
@@ -494,6 +460,101 @@ enum ParentBits {
     InBatch(usize),
     /// The prefix was in an earlier batch.
     Known(Bits),
+}
+
+/// Profiles from which [`walk_in_batches`] replaces [`walk`]. With fewer,
+/// the per-profile table stays in the CPU caches, evaluating an entry is
+/// cheaper than handing it to another core, and a million-address list
+/// compiled in 44 ms on one thread against 120 ms in batches (2-core test
+/// machine). With ten million profiles, batches took 2.0 to 2.5 s against
+/// 2.7 s.
+const BATCHED_WALK_PROFILES: usize = 1 << 20;
+
+/// Walks every entry in pre-order on this thread, returning the image and
+/// the indicators of each class id.
+fn walk(
+    intel: &Intel,
+    extra: &[IpNet],
+    evaluator: &mut Evaluator<'_>,
+    classes: &mut ClassAssigner<'_>,
+) -> (MapImage, Vec<u64>) {
+    let mut image = MapImage::default();
+    let mut class_indicators: Vec<u64> = Vec::new();
+    let mut open: Vec<(IpNet, Vec<Sighting>, u32)> = Vec::new();
+    let mut sightings: Vec<Sighting> = Vec::new();
+    for (net, own) in intel.indicators_with(extra) {
+        while open.last().is_some_and(|(top, _, _)| !top.contains(&net)) {
+            open.pop();
+        }
+        sightings.clear();
+        for (_, ancestor, _) in &open {
+            sightings.extend_from_slice(ancestor);
+        }
+        sightings.extend_from_slice(&own);
+        let class = classes.class_of(evaluator.bits(Some(net), &sightings));
+        if !own.is_empty() {
+            let slot = class as usize;
+            if class_indicators.len() <= slot {
+                class_indicators.resize(slot + 1, 0);
+            }
+            class_indicators[slot] += 1;
+        }
+        let inherited = open.last().map_or(CLASS_NONE, |(_, _, class)| *class);
+        if class != inherited {
+            push_entry(&mut image, net, class);
+        }
+        if net.prefix_len() < net.max_prefix_len() {
+            open.push((net, own.to_vec(), class));
+        }
+    }
+    (image, class_indicators)
+}
+
+/// Walks every entry in pre-order like [`walk`], evaluating the bitmasks of
+/// each batch of entries on every core.
+fn walk_in_batches(
+    intel: &Intel,
+    extra: &[IpNet],
+    evaluators: &mut [Evaluator<'_>],
+    classes: &mut ClassAssigner<'_>,
+    empty_bits: Bits,
+) -> (MapImage, Vec<u64>) {
+    let mut batch = Batch::default();
+    let mut out = Output {
+        image: MapImage::default(),
+        class_indicators: Vec::new(),
+        empty_bits,
+    };
+    let mut open: Vec<OpenPrefix> = Vec::new();
+    for (net, own) in intel.indicators_with(extra) {
+        while open.last().is_some_and(|top| !top.net.contains(&net)) {
+            open.pop();
+        }
+        let start = batch.sightings.len();
+        for ancestor in &open {
+            batch.sightings.extend_from_slice(&ancestor.sightings);
+        }
+        batch.sightings.extend_from_slice(&own);
+        let index = batch.entries.len();
+        batch.entries.push(PendingEntry {
+            net,
+            sightings: start..batch.sightings.len(),
+            is_indicator: !own.is_empty(),
+            parent: open.last().map_or(ParentBits::None, |parent| parent.bits),
+        });
+        if net.prefix_len() < net.max_prefix_len() {
+            open.push(OpenPrefix {
+                net,
+                sightings: own.to_vec(),
+                bits: ParentBits::InBatch(index),
+            });
+        }
+        if batch.entries.len() == BATCH_ENTRIES {
+            batch.flush(evaluators, classes, &mut out, &mut open);
+        }
+    }
+    batch.flush(evaluators, classes, &mut out, &mut open);
+    (out.image, out.class_indicators)
 }
 
 /// Entries per batch: enough to keep every core busy, few enough that the
@@ -1018,4 +1079,96 @@ fn prefix_contains<const N: usize>(len: u8, network: &[u8; N], address: &[u8; N]
     }
     let mask = 0xffu8 << (8 - rest);
     network[full] & mask == address[full] & mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intel::{Attribute, ProfileDraft};
+
+    /// A store with nested prefixes and hosts, several feeds and profiles,
+    /// large enough for several batches.
+    fn nested_intel() -> Intel {
+        let mut intel = Intel::new();
+        let feeds = [intel.add_feed("a"), intel.add_feed("b")];
+        let datasets = ["ddos", "scanner", "c2"].map(|value| intel.intern(value));
+        let profiles: Vec<ProfileId> = datasets
+            .iter()
+            .map(|dataset| {
+                let mut draft = ProfileDraft::default();
+                draft.push(Attribute::Datasets, *dataset);
+                intel.profile_id(draft)
+            })
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut sightings = Vec::new();
+        for index in 0..150_000u32 {
+            // Some prefixes hold others and hosts; most hosts stand alone.
+            let len = match (index % 20_000, index % 1000) {
+                (0, _) => 16,
+                (_, 1 | 500) => 24,
+                _ => 32,
+            };
+            let address = std::net::Ipv4Addr::from(0x0a00_0000 | (index << 3));
+            let net = IpNet::V4(ipnet::Ipv4Net::new(address, len).unwrap().trunc());
+            let sighting = Sighting {
+                last_seen: 1_700_000_000 + i64::from(rng.u32(..1_000_000)),
+                profile: profiles[rng.usize(..profiles.len())],
+                feed: feeds[rng.usize(..2)],
+                score: rng.u8(..=100),
+            };
+            sightings.push((net, sighting));
+        }
+        intel.add_sightings(sightings);
+        intel
+    }
+
+    fn rule(source: &str) -> RuleSpec {
+        RuleSpec {
+            name: source.to_owned(),
+            source: source.to_owned(),
+            expr: crate::rule::parse(source, &crate::rule::Lists::default()).unwrap(),
+            action: Action::Drop,
+            mark: 0,
+        }
+    }
+
+    #[test]
+    fn batched_walk_matches_walk() {
+        let intel = nested_intel();
+        let rules = vec![
+            rule(r#"any(ip.intel.datasets[*] == "ddos") and ip.intel.score > 50"#),
+            rule(r#"all(ip.intel.datasets[*] == "scanner")"#),
+            rule(r#"any(ip.intel.feeds[*] == "b") and ip.intel.days_since_seen < 400"#),
+            rule("ip.src in {10.0.8.0/21}"),
+        ];
+        let now: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
+        let previous = Registry::default();
+        let (predicates, _) = assign_bits(&rules, &previous).unwrap();
+        let by_profile = profile_bits(&predicates, &intel, now);
+        let extra = named_prefixes(&predicates);
+        let run = |batched: bool| {
+            let mut classes = ClassAssigner::new(&previous);
+            let mut evaluators: Vec<Evaluator<'_>> = (0..3)
+                .map(|_| Evaluator::new(&predicates, &intel, now, by_profile.as_deref()))
+                .collect();
+            let empty_bits = evaluators[0].bits(None, &[]);
+            classes.set_miss_class(empty_bits);
+            let (image, counts) = if batched {
+                walk_in_batches(&intel, &extra, &mut evaluators, &mut classes, empty_bits)
+            } else {
+                walk(&intel, &extra, &mut evaluators[0], &mut classes)
+            };
+            (image, counts, classes.finish())
+        };
+        let (image, counts, classes) = run(false);
+        let (batched_image, batched_counts, batched_classes) = run(true);
+        assert!(classes.len() > 2, "the rules split the intel into classes");
+        assert!(!image.prefixes_v4.is_empty(), "the image has prefixes");
+        assert!(image.hosts_v4.len() > 10_000, "the image has hosts");
+        assert_eq!(batched_classes, classes);
+        assert_eq!(batched_counts, counts);
+        assert_eq!(batched_image.hosts_v4, image.hosts_v4);
+        assert_eq!(batched_image.prefixes_v4, image.prefixes_v4);
+    }
 }
