@@ -37,7 +37,7 @@ enum Task {
     Demo,
     /// Measure intelwall against a trivial XDP program, xdp-filter, nftables
     /// and iptables with ipset in namespace testbeds, and write BENCHMARKS.md.
-    /// Installs missing peers with apt-get. A full run took 19 minutes on a
+    /// Installs missing peers with apt-get. A full run took about 10 minutes on a
     /// 2-core VM; `--quick` about 2.
     Bench {
         /// Smaller sizes and fewer repeats, for development and CI.
