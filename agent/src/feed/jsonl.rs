@@ -33,6 +33,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use super::jsonl_scan::{GaveUp, scan_line};
 use super::lines::{LineReader, LineText};
 use super::load::{FeedLoad, intern_value};
+use super::time::parse_utc_seconds;
 use super::{FeedError, Location};
 use crate::intel::{Attribute, Intel, Sighting, Symbol};
 
@@ -159,8 +160,11 @@ fn check_fields(
     };
     let last_seen = match &fields.last_seen {
         None => load.now,
-        Some(text) => match text.parse::<Timestamp>() {
-            Ok(timestamp) => timestamp.as_second(),
+        Some(text) => match parse_utc_seconds(text).map(Ok).unwrap_or_else(|| {
+            text.parse::<Timestamp>()
+                .map(|timestamp| timestamp.as_second())
+        }) {
+            Ok(seconds) => seconds,
             Err(error) => {
                 load.reject(
                     line,
