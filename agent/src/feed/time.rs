@@ -72,9 +72,9 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
-/// Days from 1970-01-01 to a proleptic Gregorian date, by counting from
-/// March so that the leap day ends a year (the method of Howard Hinnant's
-/// `days_from_civil`).
+/// Returns the days from 1970-01-01 to a proleptic Gregorian date. Years
+/// are counted from March, so that a leap day falls at the end of a year
+/// and the day of the year needs no leap test.
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
