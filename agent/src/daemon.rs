@@ -588,6 +588,9 @@ impl Agent {
             Next::Loaded(loaded) => pipeline::removed_feeds(&self.current, loaded),
             Next::Compiled(_) => Vec::new(),
         };
+        if let Next::Loaded(loaded) = &next {
+            log_allowlist_changes(&self.current.protected, &loaded.protected);
+        }
         match self.install(next) {
             Ok(installed) => {
                 self.forget_removed_feeds(&removed);
@@ -880,6 +883,17 @@ fn same_rules(current: &[compile::RuleSpec], next: &[compile::RuleSpec]) -> bool
 /// Logs the outcome of a reload in one line. `inputs_unchanged` separates a
 /// reload that found nothing new from one whose new inputs happen to give
 /// the same verdicts.
+/// Logs the nets that a reload adds to or drops from the safety allowlist.
+fn log_allowlist_changes(old: &[crate::safety::SafetyNet], new: &[crate::safety::SafetyNet]) {
+    let (added, dropped) = crate::safety::allowlist_changes(old, new);
+    for net in added {
+        tracing::info!(net = %net, "safety allowlist gained a net; no rule drops it");
+    }
+    for net in dropped {
+        tracing::info!(net = %net, "safety allowlist dropped a net; rules apply to it again");
+    }
+}
+
 fn log_reload(trigger: &Trigger, installed: Installed, inputs_unchanged: bool, took: Duration) {
     let took_ms = took.as_millis() as u64;
     match installed {

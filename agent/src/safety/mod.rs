@@ -40,6 +40,18 @@ pub use self::warnings::{
     PrefixExample, PrefixWarning, PrefixWarningKind, SpecialRange, prefix_warnings,
 };
 
+/// Returns the nets that `new` adds to the allowlist `old`, then those it
+/// drops. A reload logs them, because they change verdicts when no file
+/// changed (a new address on an interface, a new resolver).
+pub fn allowlist_changes<'a>(
+    old: &'a [SafetyNet],
+    new: &'a [SafetyNet],
+) -> (Vec<&'a SafetyNet>, Vec<&'a SafetyNet>) {
+    let added = new.iter().filter(|net| !old.contains(net)).collect();
+    let dropped = old.iter().filter(|net| !new.contains(net)).collect();
+    (added, dropped)
+}
+
 /// A source address or network that drop rules must not drop.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct SafetyNet {

@@ -761,3 +761,34 @@ fn safety_net_display() {
         assert_eq!(safety_net.to_string(), expected);
     }
 }
+
+#[test]
+fn allowlist_changes_name_added_and_dropped_nets() {
+    let net = |text: &str, reason: SafetyReason| SafetyNet {
+        net: text.parse().unwrap(),
+        reason,
+    };
+    let resolver = net("192.0.2.53/32", SafetyReason::Resolver);
+    let link_local = net(
+        "fe80::1/128",
+        SafetyReason::OwnAddress {
+            interface: "eth0".to_owned(),
+        },
+    );
+    let gateway = net(
+        "192.0.2.1/32",
+        SafetyReason::Gateway {
+            interface: "eth0".to_owned(),
+        },
+    );
+    let old = vec![resolver.clone(), gateway.clone()];
+    let new = vec![resolver.clone(), link_local.clone()];
+
+    let (added, dropped) = allowlist_changes(&old, &new);
+    assert_eq!(added, [&link_local]);
+    assert_eq!(dropped, [&gateway]);
+
+    let (added, dropped) = allowlist_changes(&old, &old);
+    assert!(added.is_empty());
+    assert!(dropped.is_empty());
+}
