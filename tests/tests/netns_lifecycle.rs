@@ -377,18 +377,7 @@ fn sigkill_keeps_protection_and_restart_adopts() {
 
 /// Reads the `since` that `intelwall status` shows for the one interface.
 fn attached_since(config: &Path) -> jiff::Timestamp {
-    let output = Command::new(agent_binary())
-        .args(["status", "--json", "--config"])
-        .arg(config)
-        .output()
-        .expect("status runs");
-    assert!(
-        output.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("status prints JSON");
+    let status = status_json(config);
     let since = status["interfaces"][0]["since"]
         .as_str()
         .unwrap_or_else(|| panic!("status shows no `since`: {status}"));

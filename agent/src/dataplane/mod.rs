@@ -243,12 +243,9 @@ impl Dataplane {
         maps_dir: Option<&std::path::Path>,
         interfaces: u32,
     ) -> Result<Dataplane, DataplaneError> {
-        let mut ebpf = create_maps(capacity, maps_dir, interfaces)?;
+        let (mut ebpf, capacity) = create_maps(capacity, maps_dir, interfaces)?;
         verify_programs(&mut ebpf)?;
-        let mut dataplane = Dataplane::from_loaded(ebpf, capacity)?;
-        let class_slots = dataplane.counter_maps().class_slots()?;
-        dataplane.capacity.classes = class_slots;
-        Ok(dataplane)
+        Dataplane::from_loaded(ebpf, capacity)
     }
 
     /// Loads the embedded program into new maps, as [`Dataplane::load_with`]
@@ -265,7 +262,7 @@ impl Dataplane {
         extras: ClassExtras,
     ) -> Result<Dataplane, DataplaneError> {
         check_capacity(capacity, image)?;
-        let mut ebpf = create_maps(capacity, maps_dir, interfaces)?;
+        let (mut ebpf, capacity) = create_maps(capacity, maps_dir, interfaces)?;
         let address_maps = ADDRESS_MAPS
             .into_iter()
             .map(|name| Ok((name, owned_map_fd(&ebpf, name)?)))
@@ -439,11 +436,7 @@ impl Dataplane {
         keys: &[K],
         values: &[V],
     ) -> Result<(), DataplaneError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        batch::update(self.map_fd(map)?, keys, values)
-            .map_err(|source| DataplaneError::Write { map, source })
+        write_map(&|name| self.map_fd(name), map, keys, values)
     }
 
     fn map_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, DataplaneError> {
@@ -616,12 +609,13 @@ fn attach_with(
 }
 
 /// Builds the loader with the maps sized and, with `maps_dir`, pinned, and
-/// creates the maps. The programs are not verified yet.
+/// creates the maps. The programs are not verified yet. Returns `capacity`
+/// with the class counters' actual size, which reused pinned counters keep.
 fn create_maps(
     capacity: Capacity,
     maps_dir: Option<&std::path::Path>,
     interfaces: u32,
-) -> Result<Ebpf, DataplaneError> {
+) -> Result<(Ebpf, Capacity), DataplaneError> {
     raise_memlock_limit();
     let slots = interfaces + 1;
     // Reused pinned counters keep their size, which the program must use.
@@ -647,7 +641,12 @@ fn create_maps(
             loader.map_pin_path(name, dir.join(name));
         }
     }
-    loader.load(XDP_OBJECT).map_err(DataplaneError::Load)
+    let ebpf = loader.load(XDP_OBJECT).map_err(DataplaneError::Load)?;
+    let capacity = Capacity {
+        classes: class_slots,
+        ..capacity
+    };
+    Ok((ebpf, capacity))
 }
 
 /// A loader made ahead of time by [`prepare_loader`].
@@ -748,7 +747,12 @@ fn check_capacity(capacity: Capacity, image: &MapImage) -> Result<(), DataplaneE
             capacity.prefixes_v6,
         ),
     ];
-    for (map, needed, capacity) in checks {
+    check_fits(&checks)
+}
+
+/// Rejects the first `(map, needed, capacity)` whose map is too small.
+fn check_fits(checks: &[(&'static str, usize, u32)]) -> Result<(), DataplaneError> {
+    for &(map, needed, capacity) in checks {
         if needed > capacity as usize {
             return Err(DataplaneError::Capacity {
                 map,

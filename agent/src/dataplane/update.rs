@@ -402,14 +402,7 @@ impl Dataplane {
     /// Refuses class ids that the class counters do not cover, so that the
     /// maps are rebuilt before any packet goes uncounted.
     fn check_class_capacity(&self, class_ids: usize) -> Result<(), DataplaneError> {
-        if class_ids > self.capacity.classes as usize {
-            return Err(DataplaneError::Capacity {
-                map: map_name::CLASS_COUNTERS,
-                needed: class_ids,
-                capacity: self.capacity.classes,
-            });
-        }
-        Ok(())
+        super::check_fits(&[(map_name::CLASS_COUNTERS, class_ids, self.capacity.classes)])
     }
 
     fn check_peak_capacity(
@@ -440,16 +433,7 @@ impl Dataplane {
                 self.capacity.prefixes_v6,
             ),
         ];
-        for (map, needed, capacity) in checks {
-            if needed > capacity as usize {
-                return Err(DataplaneError::Capacity {
-                    map,
-                    needed,
-                    capacity,
-                });
-            }
-        }
-        Ok(())
+        super::check_fits(&checks)
     }
 
     /// Rewrites transitional entries to their final class and deletes the
