@@ -151,7 +151,7 @@ impl<'a> Scanner<'a> {
         self.text[start..self.at].parse().map_err(|_| GaveUp)
     }
 
-    /// `null`, or what `value` scans.
+    /// Reads `null`, or what `value` scans.
     fn nullable<T>(&mut self, value: impl FnOnce(&mut Self) -> Scan<T>) -> Scan<Option<T>> {
         if self.peek() == Some(b'n') {
             return self.literal_null().map(|()| None);
@@ -168,7 +168,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// `null` or a list of strings, each interned into `values`.
+    /// Reads `null` or a list of strings, interning each into `values`.
     fn attribute_values(
         &mut self,
         intel: &mut Intel,
@@ -308,16 +308,16 @@ mod tests {
             "\u{2603}",
         ];
         let mut rng = fastrand::Rng::with_seed(3);
-        let mut taken = 0;
+        let mut scanned_lines = 0;
         for _ in 0..20_000 {
             let mut text = String::from("{\"indicator\": \"192.0.2.1\"");
             for _ in 0..rng.usize(0..8) {
                 text.push_str(PIECES[rng.usize(0..PIECES.len())]);
             }
             if scanned_like_serde(&text) {
-                taken += 1;
+                scanned_lines += 1;
             }
         }
-        assert!(taken > 0, "the scanner took no random line");
+        assert!(scanned_lines > 0, "the scanner took no random line");
     }
 }

@@ -78,15 +78,15 @@ impl Lists {
     }
 }
 
-/// Profiles that [`Profiles::intern`] indexes in full; past this, it only
-/// remembers recent ones.
+/// Profiles that [`Profiles::intern`] indexes in full. Past this number, it
+/// only remembers recent ones.
 const INDEX_LIMIT: usize = 1 << 20;
 
 /// Slots of [`Profiles::recent`], a power of two (1.5 MiB).
 const RECENT_SLOTS: usize = 1 << 16;
 
 /// The list ids of each profile, each combination stored once while the
-/// store holds up to `INDEX_LIMIT` of them.
+/// store contains up to `INDEX_LIMIT` of them.
 ///
 /// A feed whose every line carries its own mix of values would otherwise
 /// grow an index as large as itself. Beyond the limit, a profile missing
@@ -100,8 +100,8 @@ pub struct Profiles {
     /// without reading `lists`. That saves a cache miss on the hot path of
     /// every feed load.
     ids: HashTable<(ProfileId, [ListId; 5])>,
-    /// The last profile whose hash fell in each slot, once `ids` is full;
-    /// empty before.
+    /// The last profile whose hash fell in each slot, once `ids` is full.
+    /// Empty before that.
     recent: Vec<Option<(ProfileId, [ListId; 5])>>,
 }
 
@@ -156,7 +156,6 @@ impl Profiles {
         if self.recent.is_empty() {
             self.recent = vec![None; RECENT_SLOTS];
         }
-        // The high bits: FxHash mixes them best.
         let slot = (hash >> (64 - RECENT_SLOTS.trailing_zeros())) as usize;
         if let Some((id, known)) = self.recent[slot]
             && known == lists

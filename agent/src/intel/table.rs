@@ -84,7 +84,7 @@ impl TableBuilder {
         self.v6.reserve_exact(additional_v6);
     }
 
-    /// Returns the records of each family: IPv4, then IPv6.
+    /// Returns the number of records of each family: IPv4, then IPv6.
     pub fn family_lens(&self) -> (usize, usize) {
         (self.v4.len(), self.v6.len())
     }
