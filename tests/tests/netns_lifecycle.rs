@@ -375,6 +375,13 @@ fn sigkill_keeps_protection_and_restart_adopts() {
     );
 }
 
+/// Checks whether the agent's log reports an expiry and then a reload that
+/// the expiry check set off.
+fn expiry_applied(log: &str) -> bool {
+    log.find("aged out")
+        .is_some_and(|at| log[at..].contains("trigger=expiry check"))
+}
+
 /// Reads the `since` that `intelwall status` shows for the one interface.
 fn attached_since(config: &Path) -> jiff::Timestamp {
     let status = status_json(config);
@@ -501,8 +508,10 @@ action = "drop"
     // Eight days after the first sighting: 192.0.2.10 is 7 days old and
     // stays, 198.51.100.20 is 8 days old and ages out.
     fs::write(&clock, "2026-12-08T12:00:00Z").expect("write clock");
+    // The agent reports the expiry when it compiles it and logs the reload
+    // line once the maps enforce it, so traffic waits for both.
     let mut waited = 0;
-    while !agent.stderr_so_far().contains("aged out") {
+    while !expiry_applied(&agent.stderr_so_far()) {
         thread::sleep(Duration::from_millis(50));
         waited += 1;
         assert!(
