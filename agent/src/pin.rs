@@ -27,8 +27,9 @@ use crate::stats::CounterState;
 
 /// Version of the pinned layout and map formats. Maps pinned by an agent
 /// with another version are never reused. Version 2: class records with
-/// extras, counters per interface, events.
-pub const FORMAT_VERSION: u32 = 2;
+/// extras, counters per interface, events. Version 3: IPv4 hosts in a
+/// memory-mapped table instead of a BPF hash map.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The magic number of bpffs in `statfs(2)`'s `f_type`.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

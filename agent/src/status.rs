@@ -1,14 +1,16 @@
 //! `intelwall status` and `intelwall detach`: read or remove the pinned
 //! state, whether or not an agent runs.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{HashMap, Map, MapData};
-use intelwall_common::map_name;
+use intelwall_common::{host_table, map_name};
 use serde::Serialize;
 
+use crate::dataplane::HostTable;
 use crate::pin::{PinLayout, PinnedFeed, PinnedInterface};
 
 #[derive(Debug, Serialize)]
@@ -178,10 +180,19 @@ fn map_fill(dir: &Path) -> Result<Vec<MapFill>> {
             .info()
             .with_context(|| format!("cannot read {}", path.display()))?
             .max_entries();
+        if name == map_name::HOSTS_V4 {
+            let table = HostTable::map_read_only(data.fd().as_fd(), capacity)
+                .with_context(|| format!("cannot map {}", path.display()))?;
+            fills.push(MapFill {
+                name,
+                entries: table.len(),
+                capacity: capacity.saturating_mul(host_table::ENTRIES_PER_BUCKET),
+            });
+            continue;
+        }
         let map =
             Map::from_map_data(data).with_context(|| format!("cannot read {}", path.display()))?;
         let entries = match name {
-            map_name::HOSTS_V4 => HashMap::<_, [u8; 4], u32>::try_from(map)?.keys().count(),
             map_name::HOSTS_V6 => HashMap::<_, [u8; 16], u32>::try_from(map)?.keys().count(),
             map_name::PREFIXES_V4 => LpmTrie::<_, [u8; 4], u32>::try_from(map)?.keys().count(),
             _ => LpmTrie::<_, [u8; 16], u32>::try_from(map)?.keys().count(),

@@ -148,6 +148,7 @@ fn netns_command(netns: &str, args: &[&str]) -> Command {
 /// milliseconds.
 fn library(config: &Path, runs: usize) -> Result<LoadRow> {
     let seconds = Summary::measure(runs, || {
+        system::wait_until_idle();
         let started = Instant::now();
         intelwall::dataplane::prepare_loader();
         let loaded = subject::load(config)?;
@@ -175,6 +176,7 @@ fn agent_run(config: &Path, agent: &Path, runs: usize) -> Result<(LoadRow, Agent
         let receiver = testbed.receiver();
         let dirs = AgentDirs::new()?;
         let config = subject::for_agent(config, &receiver.interface, &dirs)?;
+        system::wait_until_idle();
         let mut running = RunningAgent::start(agent, &receiver.netns, &config)?;
         let started = Instant::now();
         running.wait_attached(&receiver.netns, &receiver.interface)?;
@@ -290,6 +292,7 @@ fn peer(
     let mut rss = Vec::new();
     for _ in 0..runs {
         let testbed = Testbed::new()?;
+        system::wait_until_idle();
         let mut total = Duration::ZERO;
         let mut peak = 0u64;
         for mut command in steps(&testbed.receiver().netns) {

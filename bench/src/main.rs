@@ -98,11 +98,11 @@ impl Plan {
             list_size: 1_000_000,
             e2e_runs: 3,
             e2e_window: Duration::from_secs(5),
-            list_load_runs: 3,
+            list_load_runs: 5,
             mixed_load_size: 10_000_000,
             peer_timeout: Duration::from_secs(300),
             change_runs: 2,
-            check_runs: 2,
+            check_runs: 3,
         }
     }
 }

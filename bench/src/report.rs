@@ -255,9 +255,12 @@ fn e2e(text: &mut String, results: &Results) {
 fn loads(text: &mut String, results: &Results) {
     text.push_str(
         "## 4. Loading, from file to enforced\n\n\
-         Each subject loads the same addresses in a fresh namespace. intelwall is measured two \
+         Each subject loads the same addresses in a fresh namespace. Before each timed run the \
+         bench waits until the CPUs are at least 90% idle over three 100 ms windows (30 s at \
+         most), because the kernel frees a deleted namespace's sets and a stopped agent's maps \
+         in the background. intelwall is measured two \
          ways: the library path in the bench process (feed parse, compile, program load, \
-         batched map writes; attaching takes milliseconds and is left out), and the real \
+         map writes; attaching takes milliseconds and is left out), and the real \
          `intelwall run` from process start until its program is attached to the testbed's \
          veth (polled every 20 ms). ipset is `ipset restore` of a file plus the iptables raw \
          rules; nftables is `nft -f` of a file with the sets and the drop rule. Peak RSS is the \
@@ -283,8 +286,9 @@ fn loads(text: &mut String, results: &Results) {
         if let Some(memory) = &table.agent_memory {
             let _ = writeln!(
                 text,
-                "\nintelwall run: peak RSS {:.0} MiB; kernel map memory {:.1} MiB, {:.0} bytes \
-                 an indicator.",
+                "\nintelwall run: peak RSS {:.0} MiB, which includes the IPv4 host table that \
+                 the agent maps from the kernel; kernel map memory {:.1} MiB, {:.0} bytes an \
+                 indicator.",
                 memory.rss_mib,
                 memory.map_bytes as f64 / (1024.0 * 1024.0),
                 memory.map_bytes as f64 / table.indicators.max(1) as f64
@@ -303,7 +307,9 @@ fn check(text: &mut String, results: &Results) {
         "### Parse, merge and compile: `intelwall check` with five rules\n\n\
          `intelwall check` reads the mixed feed above, merges its sightings, runs the safety \
          checks and compiles these rules, with no kernel work; seconds from process start to \
-         exit, and the process's peak RSS (VmHWM sampled every 5 ms).\n\n",
+         exit, and the process's peak RSS (VmHWM sampled every 5 ms). The feed is read once \
+         before the runs, so that each finds it in the page cache, and each run waits for idle \
+         CPUs as the loads do.\n\n",
     );
     let _ = writeln!(text, "```toml\n{}\n```\n", checking::rules());
     match &results.check {

@@ -76,6 +76,49 @@ pub fn cpu_softirq_ticks(cpu: usize) -> Result<u64> {
         .with_context(|| format!("no softirq column in `{line}`"))
 }
 
+/// Waits until the CPUs are quiet: at least 90% idle over three 100 ms
+/// windows in a row, or 30 s at most. Deleting a namespace that held a
+/// million-entry set, or the maps of a stopped agent, leaves the kernel
+/// freeing them in the background on the cores that the next timed run
+/// needs.
+pub fn wait_until_idle() {
+    const WINDOW: Duration = Duration::from_millis(100);
+    const LIMIT: Duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let mut quiet_windows = 0;
+    let mut before = cpu_idle_and_total();
+    while quiet_windows < 3 && started.elapsed() < LIMIT {
+        std::thread::sleep(WINDOW);
+        let now = cpu_idle_and_total();
+        let quiet = match (before, now) {
+            (Some((idle_before, total_before)), Some((idle, total))) if total > total_before => {
+                (idle - idle_before) as f64 >= 0.9 * (total - total_before) as f64
+            }
+            // Without /proc/stat there is nothing to wait for.
+            _ => return,
+        };
+        quiet_windows = if quiet { quiet_windows + 1 } else { 0 };
+        before = now;
+    }
+}
+
+/// Returns the idle ticks (idle and iowait) and all ticks of every CPU
+/// together, from the first line of /proc/stat.
+fn cpu_idle_and_total() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let columns: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    // Columns: user nice system idle iowait irq softirq steal guest
+    // guest_nice; guest time is already counted in user and nice.
+    let idle = columns.get(3)? + columns.get(4)?;
+    let total = columns.iter().take(8).sum();
+    Some((idle, total))
+}
+
 /// Length of a USER_HZ tick.
 pub fn tick() -> Duration {
     // SAFETY: sysconf has no preconditions.

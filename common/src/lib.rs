@@ -129,9 +129,17 @@ pub enum Control {
     /// update is complete and 0 while one is under way. The XDP program does
     /// not read it.
     Sequence = 1,
+    /// Low half of the odd multiplier that hashes an IPv4 address to its
+    /// home bucket in [`map_name::HOSTS_V4`]; see [`host_table`].
+    HostMultiplierLow = 2,
+    /// High half of the multiplier.
+    HostMultiplierHigh = 3,
+    /// 64 minus log2 of the bucket count: the shift that turns the product
+    /// into a bucket index. 0 before the agent has set the table up.
+    HostShift = 4,
 }
 
-pub const CONTROL_SLOTS: u32 = 2;
+pub const CONTROL_SLOTS: u32 = 5;
 
 /// A [`map_name::CLASSES`] element: the verdict the agent compiled for a
 /// class, plus what tagging and logging need, so that a packet gets all of it
@@ -390,6 +398,103 @@ impl PathCounter {
 /// Maximum VLAN tags the parser follows (802.1ad outer plus 802.1Q inner).
 pub const MAX_VLAN_TAGS: usize = 2;
 
+/// Layout of [`map_name::HOSTS_V4`]: an open-addressed hash table of IPv4
+/// hosts in a memory-mappable BPF array, one 64-byte bucket an element.
+///
+/// A BPF hash map takes its entries one at a time through bpf(2), which
+/// copies and hashes each in the kernel. On the 2-core test machine that
+/// cost about half a microsecond of CPU an entry, most of the time it took
+/// to load a million addresses. The
+/// agent instead writes this table through shared memory, in bucket order.
+/// Every change is one aligned 8-byte store, so the XDP program sees an
+/// entry either whole or not at all.
+///
+/// An address hashes to a home bucket. It sits in the first bucket from
+/// there with a free slot, at most [`MAX_PROBE`] buckets on; every bucket it
+/// passes carries [`OVERFLOW`] in its header, so a lookup stops at the first
+/// bucket without the flag. Removing an entry leaves the flags set: a
+/// lookup may look one bucket further than needed, never less.
+pub mod host_table {
+    /// Entry slots in a bucket, after its header word.
+    pub const SLOTS: usize = 7;
+
+    /// Buckets a lookup visits at most, the home bucket included.
+    pub const MAX_PROBE: u32 = 8;
+
+    /// Header bit: an entry lies beyond this bucket in its probe sequence.
+    pub const OVERFLOW: u64 = 1;
+
+    /// Entries a bucket holds on average when the table is at capacity:
+    /// three of seven slots, so that a full bucket is rare and probes past
+    /// the next one rarer still.
+    pub const ENTRIES_PER_BUCKET: u32 = 3;
+
+    /// Minimum number of buckets in a table.
+    pub const MIN_BUCKETS: u32 = 64;
+
+    /// One element of the array: a header word, then the entries. Each
+    /// entry has the address in its low half and the class plus one in its
+    /// high half. Zero is a free slot. The array of a memory-mappable map
+    /// starts on a page, so every bucket fills one 64-byte cache line.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Bucket {
+        pub header: u64,
+        pub slots: [u64; SLOTS],
+    }
+
+    /// Returns the home bucket of `address` (its octets read big-endian):
+    /// the top bits of its product with a random odd multiplier. This is
+    /// multiply-shift hashing, under which two given addresses share a home
+    /// with probability at most 2 / buckets.
+    #[inline(always)]
+    pub const fn home(address: u32, multiplier: u64, shift: u32) -> u32 {
+        ((address as u64).wrapping_mul(multiplier) >> shift) as u32
+    }
+
+    #[inline(always)]
+    pub const fn entry(address: u32, class: u32) -> u64 {
+        address as u64 | ((class as u64 + 1) << 32)
+    }
+
+    /// Returns the class in `entry` when the entry is for `address`.
+    #[inline(always)]
+    pub const fn class_of(entry: u64, address: u32) -> Option<u32> {
+        if entry as u32 == address && entry >> 32 != 0 {
+            Some((entry >> 32) as u32 - 1)
+        } else {
+            None
+        }
+    }
+
+    #[inline(always)]
+    pub const fn is_free(entry: u64) -> bool {
+        entry >> 32 == 0
+    }
+
+    /// Returns the buckets for a table of `entries` at capacity: a power of
+    /// two, so that [`home`] needs only a shift.
+    pub const fn buckets_for(entries: u32) -> u32 {
+        let wanted = entries.div_ceil(ENTRIES_PER_BUCKET);
+        let buckets = match wanted.checked_next_power_of_two() {
+            Some(buckets) => buckets,
+            None => 1 << 31,
+        };
+        if buckets < MIN_BUCKETS {
+            MIN_BUCKETS
+        } else {
+            buckets
+        }
+    }
+
+    /// Returns the shift of [`home`] for `buckets`, a power of two.
+    pub const fn shift_for(buckets: u32) -> u32 {
+        64 - buckets.trailing_zeros()
+    }
+
+    const _: () = assert!(core::mem::size_of::<Bucket>() == 64);
+}
+
 /// Index into the class table for a class in a generation.
 pub const fn class_slot(generation: u32, class: u32) -> u32 {
     (generation & 1) * MAX_CLASSES + class
@@ -421,6 +526,8 @@ mod pod {
     // SAFETY: both are #[repr(C)] structs of plain integers without padding,
     // so every byte pattern is a valid value.
     unsafe impl aya::Pod for super::ClassEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::host_table::Bucket {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above; the reserved bytes make the padding explicit.

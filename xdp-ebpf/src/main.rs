@@ -1,7 +1,7 @@
 //! The intelwall XDP program.
 //!
 //! Per packet: parse Ethernet and up to two VLAN tags, take the IPv4 or IPv6
-//! source address, find its class (exact host hash first, longest-prefix trie
+//! source address, find its class (exact host table first, longest-prefix trie
 //! on a miss), read the class's precomputed record from the active half of
 //! the class table, count per interface, and return the fate. The agent has
 //! already evaluated every rule for every class, so the cost per packet does
@@ -21,7 +21,7 @@ mod tag;
 
 use aya_ebpf::{
     Global,
-    bindings::xdp_action,
+    bindings::{BPF_F_MMAPABLE, xdp_action},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
@@ -30,6 +30,7 @@ use intelwall_common::{
     CLASS_NONE, COVER_V4_ENTRIES, ClassRecord, Control, Counter, DEFAULT_MAP_CAPACITY, Fate,
     GENERATIONS, INTERFACE_TABLE_ENTRIES, InterfaceSlot, MAX_CLASSES, PATH_COUNTER_SLOTS,
     PathCounter, TAG_COUNTER_SLOTS, TagCounter, UNNAMED_INTERFACE_SLOT, class_slot, cover,
+    host_table::{self, Bucket},
     record_flags,
 };
 
@@ -37,8 +38,10 @@ use crate::log::{Packet, log_matches};
 use crate::parse::{Parsed, parse_source};
 use crate::rewrite::{hand_mark, set_dscp_v4, set_dscp_v6};
 
+/// Buckets of the IPv4 host table (`host_table` in the common crate); the
+/// agent sizes the array at load time and writes it through `mmap`.
 #[map(name = "HOSTS_V4")]
-static HOSTS_V4: HashMap<[u8; 4], u32> = HashMap::with_max_entries(DEFAULT_MAP_CAPACITY, 0);
+static HOSTS_V4: Array<Bucket> = Array::with_max_entries(DEFAULT_MAP_CAPACITY, BPF_F_MMAPABLE);
 
 #[map(name = "HOSTS_V6")]
 static HOSTS_V6: HashMap<[u8; 16], u32> = HashMap::with_max_entries(DEFAULT_MAP_CAPACITY, 0);
@@ -129,12 +132,10 @@ fn lookup_v4(addr: [u8; 4]) -> u32 {
         Some(flags) => *flags,
         None => return CLASS_NONE,
     };
-    if flags & cover::HOSTS != 0 {
-        // SAFETY: the value is a u32 copied out at once; a concurrent update
-        // of the same key replaces it whole, so no pointer is kept.
-        if let Some(class) = unsafe { HOSTS_V4.get(addr) } {
-            return *class;
-        }
+    if flags & cover::HOSTS != 0
+        && let Some(class) = host_v4(u32::from_be_bytes(addr))
+    {
+        return class;
     }
     if flags & cover::PREFIXES != 0
         && let Some(class) = PREFIXES_V4.get(Key::new(32, addr))
@@ -142,6 +143,40 @@ fn lookup_v4(addr: [u8; 4]) -> u32 {
         return *class;
     }
     CLASS_NONE
+}
+
+/// Finds `address` in the host table: its home bucket, then the next ones
+/// while the one before says an entry overflowed past it.
+#[inline(always)]
+fn host_v4(address: u32) -> Option<u32> {
+    let shift = *CONTROL.get(Control::HostShift as u32)?;
+    if shift == 0 {
+        return None;
+    }
+    let low = *CONTROL.get(Control::HostMultiplierLow as u32)?;
+    let high = *CONTROL.get(Control::HostMultiplierHigh as u32)?;
+    let multiplier = u64::from(high) << 32 | u64::from(low);
+    let mut bucket = host_table::home(address, multiplier, shift & 63);
+    for _ in 0..host_table::MAX_PROBE {
+        // A bucket past the end ends the probe: the agent never wraps.
+        let slots = HOSTS_V4.get_ptr(bucket)?;
+        for slot in 0..host_table::SLOTS {
+            // SAFETY: the pointer comes from the map and stays valid for the
+            // program's run; each entry is read whole, once, because the
+            // agent rewrites entries in place with single 8-byte stores.
+            let entry = unsafe { core::ptr::read_volatile(&(*slots).slots[slot]) };
+            if let Some(class) = host_table::class_of(entry, address) {
+                return Some(class);
+            }
+        }
+        // SAFETY: as above.
+        let header = unsafe { core::ptr::read_volatile(&(*slots).header) };
+        if header & host_table::OVERFLOW == 0 {
+            return None;
+        }
+        bucket += 1;
+    }
+    None
 }
 
 #[inline(always)]

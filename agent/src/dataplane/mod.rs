@@ -3,6 +3,7 @@
 
 mod batch;
 mod counters;
+mod hosts;
 mod pinned;
 mod update;
 
@@ -19,11 +20,12 @@ use aya::programs::{
 use intelwall_common::{
     CLASS_COUNTERS_PER_SLOT, COVER_V4_ENTRIES, ClassEntry, ClassRecord, Control, Counter,
     GENERATIONS, INTERFACE_TABLE_ENTRIES, InterfaceSlot, LogRule, MAX_CLASSES, MAX_LOG_RULES,
-    PATH_COUNTER_SLOTS, TAG_PROGRAM, XDP_PROGRAM, class_slot, map_name, record_flags,
+    PATH_COUNTER_SLOTS, TAG_PROGRAM, XDP_PROGRAM, class_slot, host_table, map_name, record_flags,
 };
 
 pub use batch::LpmKey;
 pub use counters::{CounterMaps, PinnedCounterMaps, Snapshot, sum_slots};
+pub use hosts::HostTable;
 pub use pinned::unpin_link;
 pub use update::UpdateStats;
 
@@ -81,6 +83,12 @@ pub enum DataplaneError {
         needed: usize,
         capacity: u32,
     },
+    #[error(
+        "HOSTS_V4 has no free slot within {probe} buckets of an address's home bucket \
+         ({entries} entries in {buckets} buckets)",
+        probe = host_table::MAX_PROBE
+    )]
+    HostTableFull { entries: usize, buckets: u32 },
     #[error(
         "no free class id for the update: {in_use} ids in use of {MAX_CLASSES}; \
          the rules split the intel into too many classes"
@@ -212,6 +220,7 @@ enum LinkHandle {
 /// The loaded XDP program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
+    hosts_v4: HostTable,
     capacity: Capacity,
     generation: u32,
     attachments: Vec<Attachment>,
@@ -244,8 +253,9 @@ impl Dataplane {
         interfaces: u32,
     ) -> Result<Dataplane, DataplaneError> {
         let (mut ebpf, capacity) = create_maps(capacity, maps_dir, interfaces)?;
+        let hosts_v4 = open_host_table(&ebpf)?;
         verify_programs(&mut ebpf)?;
-        Dataplane::from_loaded(ebpf, capacity)
+        Dataplane::from_loaded(ebpf, hosts_v4, capacity)
     }
 
     /// Loads the embedded program into new maps, as [`Dataplane::load_with`]
@@ -263,6 +273,7 @@ impl Dataplane {
     ) -> Result<Dataplane, DataplaneError> {
         check_capacity(capacity, image)?;
         let (mut ebpf, capacity) = create_maps(capacity, maps_dir, interfaces)?;
+        let hosts_v4 = open_host_table(&ebpf)?;
         let address_maps = ADDRESS_MAPS
             .into_iter()
             .map(|name| Ok((name, owned_map_fd(&ebpf, name)?)))
@@ -275,22 +286,27 @@ impl Dataplane {
                 .ok_or(DataplaneError::MissingMap(name))
         };
         let (written, verified) = std::thread::scope(|scope| {
-            let writer = scope.spawn(|| write_addresses(&find, image));
+            let writer = scope.spawn(|| write_addresses(&find, &hosts_v4, image));
             let verified = verify_programs(&mut ebpf);
             let written = writer.join().expect("the address writer does not panic");
             (written, verified)
         });
         verified?;
         written?;
-        let mut dataplane = Dataplane::from_loaded(ebpf, capacity)?;
+        let mut dataplane = Dataplane::from_loaded(ebpf, hosts_v4, capacity)?;
         dataplane.extras = extras;
         dataplane.write_classes(&image.classes)?;
         Ok(dataplane)
     }
 
-    fn from_loaded(ebpf: Ebpf, capacity: Capacity) -> Result<Dataplane, DataplaneError> {
+    fn from_loaded(
+        ebpf: Ebpf,
+        hosts_v4: HostTable,
+        capacity: Capacity,
+    ) -> Result<Dataplane, DataplaneError> {
         let mut dataplane = Dataplane {
             ebpf,
+            hosts_v4,
             capacity,
             generation: 0,
             attachments: Vec::new(),
@@ -342,7 +358,7 @@ impl Dataplane {
         extras: ClassExtras,
     ) -> Result<(), DataplaneError> {
         check_capacity(self.capacity, image)?;
-        write_addresses(&|name| self.map_fd(name), image)?;
+        write_addresses(&|name| self.map_fd(name), &self.hosts_v4, image)?;
         self.extras = extras;
         self.write_classes(&image.classes)
     }
@@ -430,13 +446,44 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Writes `(key, value)` pairs into `map`. The IPv4 host table is not a
+    /// BPF hash map and is written through its mapping instead.
     fn update<K: batch::Plain, V: batch::Plain>(
         &self,
         map: &'static str,
         keys: &[K],
         values: &[V],
     ) -> Result<(), DataplaneError> {
+        if map == map_name::HOSTS_V4 {
+            let entries: Vec<([u8; 4], u32)> = host_keys(keys)
+                .iter()
+                .copied()
+                .zip(host_classes(values).iter().copied())
+                .collect();
+            return self.write_hosts_v4(&entries);
+        }
         write_map(&|name| self.map_fd(name), map, keys, values)
+    }
+
+    /// Deletes `keys` from `map`; keys already absent are skipped.
+    fn delete<K: batch::Plain>(&self, map: &'static str, keys: &[K]) -> Result<(), DataplaneError> {
+        if map == map_name::HOSTS_V4 {
+            for octets in host_keys(keys) {
+                self.hosts_v4.remove(u32::from_be_bytes(*octets));
+            }
+            return Ok(());
+        }
+        batch::delete(self.map_fd(map)?, keys)
+            .map_err(|source| DataplaneError::Write { map, source })
+    }
+
+    fn write_hosts_v4(&self, entries: &[([u8; 4], u32)]) -> Result<(), DataplaneError> {
+        self.hosts_v4
+            .upsert_all(entries)
+            .map_err(|hosts::TableFull| DataplaneError::HostTableFull {
+                entries: self.hosts_v4.len(),
+                buckets: self.hosts_v4.buckets(),
+            })
     }
 
     fn map_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, DataplaneError> {
@@ -625,7 +672,10 @@ fn create_maps(
         .unwrap_or(capacity.classes);
     let mut loader = take_loader();
     loader
-        .map_max_entries(map_name::HOSTS_V4, capacity.hosts_v4)
+        .map_max_entries(
+            map_name::HOSTS_V4,
+            host_table::buckets_for(capacity.hosts_v4),
+        )
         .map_max_entries(map_name::HOSTS_V6, capacity.hosts_v6)
         .map_max_entries(map_name::PREFIXES_V4, capacity.prefixes_v4)
         .map_max_entries(map_name::PREFIXES_V6, capacity.prefixes_v6)
@@ -643,6 +693,7 @@ fn create_maps(
     }
     let ebpf = loader.load(XDP_OBJECT).map_err(DataplaneError::Load)?;
     let capacity = Capacity {
+        hosts_v4: host_capacity(host_table::buckets_for(capacity.hosts_v4)),
         classes: class_slots,
         ..capacity
     };
@@ -684,9 +735,8 @@ fn verify_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
         .map_err(DataplaneError::Verify)
 }
 
-/// The maps that [`write_addresses`] fills.
-const ADDRESS_MAPS: [&str; 5] = [
-    map_name::HOSTS_V4,
+/// The BPF maps that [`write_addresses`] fills besides the host table.
+const ADDRESS_MAPS: [&str; 4] = [
     map_name::HOSTS_V6,
     map_name::PREFIXES_V4,
     map_name::PREFIXES_V6,
@@ -697,10 +747,15 @@ const ADDRESS_MAPS: [&str; 5] = [
 /// `map_fd` finds by name.
 fn write_addresses<'a>(
     map_fd: &dyn Fn(&'static str) -> Result<BorrowedFd<'a>, DataplaneError>,
+    hosts_v4: &HostTable,
     image: &MapImage,
 ) -> Result<(), DataplaneError> {
-    let (keys, values): (Vec<[u8; 4]>, Vec<u32>) = image.hosts_v4.iter().copied().unzip();
-    write_map(map_fd, map_name::HOSTS_V4, &keys, &values)?;
+    hosts_v4
+        .upsert_all(&image.hosts_v4)
+        .map_err(|hosts::TableFull| DataplaneError::HostTableFull {
+            entries: image.hosts_v4.len(),
+            buckets: hosts_v4.buckets(),
+        })?;
     let (keys, values): (Vec<[u8; 16]>, Vec<u32>) = image.hosts_v6.iter().copied().unzip();
     write_map(map_fd, map_name::HOSTS_V6, &keys, &values)?;
     let (keys, values) = prefix_keys(&image.prefixes_v4);
@@ -860,6 +915,116 @@ fn raise_memlock_limit() {
     }
 }
 
+/// Entries the host table of `buckets` buckets is sized for.
+fn host_capacity(buckets: u32) -> u32 {
+    buckets.saturating_mul(host_table::ENTRIES_PER_BUCKET)
+}
+
+/// Maps the host table of freshly loaded maps. New maps get a random
+/// multiplier, written to the control map before the shift that tells the
+/// XDP program the table is ready; reused pinned maps keep theirs.
+fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
+    let map = |name: &'static str| ebpf.map(name).ok_or(DataplaneError::MissingMap(name));
+    let hosts = map_data(map(map_name::HOSTS_V4)?);
+    let buckets = hosts
+        .info()
+        .map_err(|source| DataplaneError::Read {
+            map: map_name::HOSTS_V4,
+            source,
+        })?
+        .max_entries();
+    let control_map = map(map_name::CONTROL)?;
+    let control: Array<&MapData, u32> =
+        Array::try_from(control_map).map_err(|source| DataplaneError::Read {
+            map: map_name::CONTROL,
+            source,
+        })?;
+    let read = |slot: Control| {
+        control
+            .get(&(slot as u32), 0)
+            .map_err(|source| DataplaneError::Read {
+                map: map_name::CONTROL,
+                source,
+            })
+    };
+    let shift = host_table::shift_for(buckets);
+    let multiplier = match read(Control::HostShift)? {
+        0 => {
+            let multiplier = random_odd();
+            let control_fd = map_data(control_map).fd().as_fd();
+            let slots = [
+                Control::HostMultiplierLow as u32,
+                Control::HostMultiplierHigh as u32,
+            ];
+            let halves = [multiplier as u32, (multiplier >> 32) as u32];
+            batch::update(control_fd, &slots, &halves).map_err(|source| DataplaneError::Write {
+                map: map_name::CONTROL,
+                source,
+            })?;
+            batch::update(control_fd, &[Control::HostShift as u32], &[shift]).map_err(
+                |source| DataplaneError::Write {
+                    map: map_name::CONTROL,
+                    source,
+                },
+            )?;
+            multiplier
+        }
+        pinned if pinned == shift => {
+            u64::from(read(Control::HostMultiplierHigh)?) << 32
+                | u64::from(read(Control::HostMultiplierLow)?)
+        }
+        other => {
+            return Err(DataplaneError::Write {
+                map: map_name::HOSTS_V4,
+                source: std::io::Error::other(format!(
+                    "the control map's shift {other} does not match {buckets} buckets"
+                )),
+            });
+        }
+    };
+    HostTable::map(hosts.fd().as_fd(), buckets, multiplier, shift).map_err(|source| {
+        DataplaneError::Write {
+            map: map_name::HOSTS_V4,
+            source,
+        }
+    })
+}
+
+/// A random odd 64-bit number, from the standard library's per-process
+/// random hash keys: unknown outside this host, so feeds cannot be crafted
+/// to crowd one bucket.
+fn random_odd() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.finish() | 1
+}
+
+/// The keys of a HOSTS_V4 write: four address bytes each.
+fn host_keys<K: batch::Plain>(keys: &[K]) -> &[[u8; 4]] {
+    assert_eq!(std::mem::size_of::<K>(), 4, "HOSTS_V4 keys are 4 bytes");
+    // SAFETY: `K` is plain data of 4 bytes, so the slice's bytes are
+    // `keys.len()` valid `[u8; 4]` values, which need no alignment.
+    unsafe { std::slice::from_raw_parts(keys.as_ptr().cast(), keys.len()) }
+}
+
+/// The values of a HOSTS_V4 write: class ids.
+fn host_classes<V: batch::Plain>(values: &[V]) -> &[u32] {
+    assert_eq!(std::mem::size_of::<V>(), 4, "HOSTS_V4 values are class ids");
+    assert_eq!(
+        values.as_ptr().align_offset(std::mem::align_of::<u32>()),
+        0,
+        "class ids are aligned"
+    );
+    // SAFETY: `V` is plain data of 4 bytes at a u32-aligned address, so the
+    // slice holds `values.len()` valid u32 values.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) }
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -908,9 +1073,11 @@ mod tests {
         };
         dataplane.write_initial(&image).unwrap();
         let keys = [[192, 0, 2, 1], [192, 0, 2, 99], [192, 0, 2, 2]];
-        batch::delete(dataplane.map_fd(map_name::HOSTS_V4).unwrap(), &keys).unwrap();
+        dataplane.delete(map_name::HOSTS_V4, &keys).unwrap();
         let left = dataplane.read_image(2).unwrap();
         assert!(left.hosts_v4.is_empty(), "left behind: {:?}", left.hosts_v4);
+        let v6 = [[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]];
+        dataplane.delete(map_name::HOSTS_V6, &v6).unwrap();
     }
 
     #[test]
@@ -919,8 +1086,13 @@ mod tests {
             return;
         }
         let mut dataplane = Dataplane::load(small()).unwrap();
+        // The host table rounds its capacity up to whole buckets.
+        let capacity = dataplane.capacity().hosts_v4;
+        assert_eq!(capacity, host_capacity(host_table::MIN_BUCKETS));
         let image = MapImage {
-            hosts_v4: (0..17u8).map(|host| ([192, 0, 2, host], 1)).collect(),
+            hosts_v4: (0..=capacity)
+                .map(|host| ((0xc000_0000 | host).to_be_bytes(), 1))
+                .collect(),
             cover_v4: vec![0; COVER_V4_ENTRIES as usize],
             classes: vec![ClassEntry::default(); 2],
             ..MapImage::default()
@@ -928,7 +1100,10 @@ mod tests {
         let error = dataplane.write_initial(&image).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "HOSTS_V4 needs 17 entries but its capacity is 16"
+            format!(
+                "HOSTS_V4 needs {} entries but its capacity is {capacity}",
+                capacity + 1
+            )
         );
         let left = dataplane.read_image(2).unwrap();
         assert!(
@@ -991,6 +1166,78 @@ mod tests {
             error.to_string(),
             "CLASS_COUNTERS needs 17 entries but its capacity is 16"
         );
+    }
+
+    /// Addresses whose home bucket in `dataplane`'s host table is `bucket`.
+    fn sharing_home(dataplane: &Dataplane, bucket: u32, count: usize) -> Vec<u32> {
+        (0xc633_6400u32..)
+            .filter(|address| dataplane.hosts_v4.home_of(*address) == bucket)
+            .take(count)
+            .collect()
+    }
+
+    fn drop_classes() -> Vec<ClassEntry> {
+        let mut classes = vec![ClassEntry::default(); 3];
+        classes[1].fate = intelwall_common::Fate::Drop as u32;
+        classes[2].fate = intelwall_common::Fate::Allow as u32;
+        classes
+    }
+
+    #[test]
+    fn host_table_probes_past_full_buckets() {
+        if !is_root() {
+            return;
+        }
+        let mut dataplane = Dataplane::load(small()).unwrap();
+        let capacity = host_table::MAX_PROBE as usize * host_table::SLOTS;
+        // Three buckets' worth share home 3, so they spill into 4 and 5.
+        let crowd = sharing_home(&dataplane, 3, 3 * host_table::SLOTS);
+        let mut cover_v4 = vec![0; COVER_V4_ENTRIES as usize];
+        for address in &crowd {
+            cover_v4[(address >> 16) as usize] = intelwall_common::cover::HOSTS;
+        }
+        let image = MapImage {
+            hosts_v4: crowd.iter().map(|a| (a.to_be_bytes(), 1)).collect(),
+            cover_v4,
+            classes: drop_classes(),
+            ..MapImage::default()
+        };
+        dataplane.write_initial(&image).unwrap();
+        for address in &crowd {
+            let action = dataplane
+                .test_run(&ipv4_frame(address.to_be_bytes()))
+                .unwrap();
+            assert_eq!(action, 1, "{address:#x} is dropped (XDP_DROP)");
+        }
+        // A removal in the home bucket leaves the flags that lead past it.
+        let last = *crowd.last().unwrap();
+        dataplane
+            .delete(map_name::HOSTS_V4, &[crowd[0].to_be_bytes()])
+            .unwrap();
+        let action = dataplane.test_run(&ipv4_frame(last.to_be_bytes())).unwrap();
+        assert_eq!(action, 1, "the last spilled address is still found");
+        let action = dataplane
+            .test_run(&ipv4_frame(crowd[0].to_be_bytes()))
+            .unwrap();
+        assert_eq!(action, 2, "the removed address passes (XDP_PASS)");
+        // An update in place keeps one entry.
+        dataplane
+            .update(map_name::HOSTS_V4, &[last.to_be_bytes()], &[2u32])
+            .unwrap();
+        assert_eq!(dataplane.hosts_v4.get(last), Some(2));
+        assert_eq!(dataplane.hosts_v4.len(), crowd.len() - 1);
+
+        // Past MAX_PROBE buckets of one home there is no slot left.
+        let crowd = sharing_home(&dataplane, 20, capacity + 1);
+        let entries: Vec<([u8; 4], u32)> = crowd.iter().map(|a| (a.to_be_bytes(), 1)).collect();
+        let error = dataplane.write_hosts_v4(&entries).unwrap_err();
+        assert!(
+            matches!(error, DataplaneError::HostTableFull { .. }),
+            "{error}"
+        );
+        for address in &crowd[..capacity] {
+            assert_eq!(dataplane.hosts_v4.get(*address), Some(1));
+        }
     }
 
     #[test]

@@ -174,13 +174,10 @@ impl Dataplane {
     /// Reads the maps back: address entries, cover flags and the active half
     /// of the class table (its first `classes` entries).
     pub fn read_image(&mut self, classes: usize) -> Result<MapImage, DataplaneError> {
-        let mut image = MapImage::default();
-        let hosts_v4: HashMap<&MapData, [u8; 4], u32> = self.typed(map_name::HOSTS_V4)?;
-        for entry in hosts_v4.iter() {
-            image
-                .hosts_v4
-                .push(entry.map_err(|source| read_error(map_name::HOSTS_V4, source))?);
-        }
+        let mut image = MapImage {
+            hosts_v4: self.hosts_v4.entries(),
+            ..MapImage::default()
+        };
         let hosts_v6: HashMap<&MapData, [u8; 16], u32> = self.typed(map_name::HOSTS_V6)?;
         for entry in hosts_v6.iter() {
             image
@@ -238,7 +235,7 @@ impl Dataplane {
             Ok(info.max_entries())
         };
         Ok(super::Capacity {
-            hosts_v4: max_entries(map_name::HOSTS_V4)?,
+            hosts_v4: super::host_capacity(max_entries(map_name::HOSTS_V4)?),
             hosts_v6: max_entries(map_name::HOSTS_V6)?,
             prefixes_v4: max_entries(map_name::PREFIXES_V4)?,
             prefixes_v6: max_entries(map_name::PREFIXES_V6)?,

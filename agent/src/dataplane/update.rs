@@ -456,8 +456,7 @@ impl Dataplane {
         }
         self.update(map, &keys, &classes)?;
         if !removed.is_empty() {
-            super::batch::delete(self.map_fd(map)?, &removed)
-                .map_err(|source| DataplaneError::Write { map, source })?;
+            self.delete(map, &removed)?;
         }
         Ok(UpdateStats {
             upserted: diff.changes.len() - removed.len(),
