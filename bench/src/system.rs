@@ -90,13 +90,12 @@ pub fn wait_until_idle() {
     while quiet_windows < 3 && started.elapsed() < LIMIT {
         std::thread::sleep(WINDOW);
         let now = cpu_idle_and_total();
-        let quiet = match (before, now) {
-            (Some((idle_before, total_before)), Some((idle, total))) if total > total_before => {
-                (idle - idle_before) as f64 >= 0.9 * (total - total_before) as f64
-            }
-            // Without /proc/stat there is nothing to wait for.
-            _ => return,
+        // Without /proc/stat there is nothing to wait for.
+        let (Some((idle_before, total_before)), Some((idle, total))) = (before, now) else {
+            return;
         };
+        let elapsed = total.saturating_sub(total_before);
+        let quiet = elapsed > 0 && idle.saturating_sub(idle_before) as f64 >= 0.9 * elapsed as f64;
         quiet_windows = if quiet { quiet_windows + 1 } else { 0 };
         before = now;
     }

@@ -465,7 +465,7 @@ impl Dataplane {
         write_map(&|name| self.map_fd(name), map, keys, values)
     }
 
-    /// Deletes `keys` from `map`; keys already absent are skipped.
+    /// Deletes `keys` from `map` and skips keys that are already absent.
     fn delete<K: batch::Plain>(&self, map: &'static str, keys: &[K]) -> Result<(), DataplaneError> {
         if map == map_name::HOSTS_V4 {
             for octets in host_keys(keys) {
@@ -921,8 +921,9 @@ fn host_capacity(buckets: u32) -> u32 {
 }
 
 /// Maps the host table of freshly loaded maps. New maps get a random
-/// multiplier, written to the control map before the shift that tells the
-/// XDP program the table is ready; reused pinned maps keep theirs.
+/// multiplier, written to the control map before the shift, because a
+/// nonzero shift marks the table ready for the XDP program. Reused pinned
+/// maps keep their multiplier.
 fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
     let map = |name: &'static str| ebpf.map(name).ok_or(DataplaneError::MissingMap(name));
     let hosts = map_data(map(map_name::HOSTS_V4)?);
@@ -977,7 +978,9 @@ fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
             return Err(DataplaneError::Write {
                 map: map_name::HOSTS_V4,
                 source: std::io::Error::other(format!(
-                    "the control map's shift {other} does not match {buckets} buckets"
+                    "the control map's shift {other} does not match the {buckets} buckets \
+                     of the table, so the pinned maps are inconsistent; detach and start \
+                     the agent again"
                 )),
             });
         }
@@ -990,9 +993,9 @@ fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
     })
 }
 
-/// A random odd 64-bit number, from the standard library's per-process
-/// random hash keys: unknown outside this host, so feeds cannot be crafted
-/// to crowd one bucket.
+/// Returns a random odd 64-bit number, from the standard library's random
+/// hash keys. It is unknown outside this host, so feeds cannot be crafted to
+/// crowd one bucket.
 fn random_odd() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::hash::RandomState::new().build_hasher();
@@ -1004,7 +1007,7 @@ fn random_odd() -> u64 {
     hasher.finish() | 1
 }
 
-/// The keys of a HOSTS_V4 write: four address bytes each.
+/// Reinterprets the keys of a HOSTS_V4 write as four address bytes each.
 fn host_keys<K: batch::Plain>(keys: &[K]) -> &[[u8; 4]] {
     assert_eq!(std::mem::size_of::<K>(), 4, "HOSTS_V4 keys are 4 bytes");
     // SAFETY: `K` is plain data of 4 bytes, so the slice's bytes are
@@ -1012,7 +1015,7 @@ fn host_keys<K: batch::Plain>(keys: &[K]) -> &[[u8; 4]] {
     unsafe { std::slice::from_raw_parts(keys.as_ptr().cast(), keys.len()) }
 }
 
-/// The values of a HOSTS_V4 write: class ids.
+/// Reinterprets the values of a HOSTS_V4 write as class ids.
 fn host_classes<V: batch::Plain>(values: &[V]) -> &[u32] {
     assert_eq!(std::mem::size_of::<V>(), 4, "HOSTS_V4 values are class ids");
     assert_eq!(
@@ -1021,7 +1024,7 @@ fn host_classes<V: batch::Plain>(values: &[V]) -> &[u32] {
         "class ids are aligned"
     );
     // SAFETY: `V` is plain data of 4 bytes at a u32-aligned address, so the
-    // slice holds `values.len()` valid u32 values.
+    // slice contains `values.len()` valid u32 values.
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) }
 }
 
