@@ -229,18 +229,21 @@ impl<'a> FeedLoad<'a> {
         }
     }
 
-    /// Makes room in the store and in this load for the profiles and
-    /// records of `parts`, so that absorbing them copies each once.
-    pub fn reserve_for<'p>(&mut self, parts: impl Iterator<Item = (&'p Intel, &'p LoadedPart)>) {
-        let (mut profiles, mut v4, mut v6) = (0, 0, 0);
-        for (fragment, part) in parts {
-            profiles += fragment.profile_count();
-            let (part_v4, part_v6) = part.records.family_lens();
-            v4 += part_v4;
-            v6 += part_v6;
-        }
+    /// Makes room for about `profiles` more profiles and `records` more
+    /// records, so that the arrays of a large part do not grow by doubling:
+    /// every doubling copies the array into fresh pages, which the kernel
+    /// must zero first. Room that stays unused is address space only.
+    pub fn reserve_lines(&mut self, profiles: usize, records: usize) {
         self.intel.reserve_profiles(profiles);
-        self.records.reserve(v4, v6);
+        self.records.reserve(records, records / 4);
+    }
+
+    /// Makes room in the store for the profiles of `parts`, so that
+    /// absorbing them copies each once. Their records need no room: the
+    /// first part's have room for all, and move in without a copy.
+    pub fn reserve_for<'p>(&mut self, parts: impl Iterator<Item = &'p Intel>) {
+        let profiles = parts.map(Intel::profile_count).sum();
+        self.intel.reserve_profiles(profiles);
     }
 
     /// Takes in a part of this feed that another store loaded: its

@@ -82,6 +82,15 @@ impl Lists {
 /// only remembers recent ones.
 const INDEX_LIMIT: usize = 1 << 20;
 
+/// Lookups past the index limit over which [`Profiles`] measures what the
+/// index still finds.
+const RETIRE_WINDOW: u32 = 1 << 16;
+
+/// The index is retired when fewer than one lookup in this many finds a
+/// profile in it. It then saves less than 2.5 bytes a profile (a repeat
+/// costs 20) for a cache miss on every lookup.
+const RETIRE_HIT_SHARE: u32 = 8;
+
 /// Slots of [`Profiles::recent`], a power of two (1.5 MiB).
 const RECENT_SLOTS: usize = 1 << 16;
 
@@ -103,6 +112,13 @@ pub struct Profiles {
     /// The last profile whose hash fell in each slot, once `ids` is full.
     /// Empty before that.
     recent: Vec<Option<(ProfileId, [ListId; 5])>>,
+    /// Lookups that found or missed a profile in the full index, over the
+    /// current window.
+    index_hits: u32,
+    index_misses: u32,
+    /// Set when the full index stopped finding profiles: later lookups go
+    /// to the recent ones only.
+    index_retired: bool,
 }
 
 impl Profiles {
@@ -139,10 +155,15 @@ impl Profiles {
 
     pub fn intern(&mut self, lists: [ListId; 5]) -> ProfileId {
         let hash = HASHER.hash_one(lists);
+        if self.index_retired {
+            return self.intern_recent(hash, lists);
+        }
         if let Some(&(id, _)) = self.ids.find(hash, |(_, known)| *known == lists) {
+            self.index_hits += 1;
             return id;
         }
         if self.ids.len() >= INDEX_LIMIT {
+            self.count_index_miss();
             return self.intern_recent(hash, lists);
         }
         let id = self.lists.len() as ProfileId;
@@ -150,6 +171,22 @@ impl Profiles {
         self.ids
             .insert_unique(hash, (id, lists), |(_, known)| HASHER.hash_one(known));
         id
+    }
+
+    /// Counts a lookup that missed the full index, and retires the index
+    /// when it found almost nothing over the last [`RETIRE_WINDOW`] lookups:
+    /// a feed whose every line has its own mix gains nothing from a lookup
+    /// that costs a cache miss each time.
+    fn count_index_miss(&mut self) {
+        self.index_misses += 1;
+        if self.index_misses + self.index_hits < RETIRE_WINDOW {
+            return;
+        }
+        if self.index_hits * RETIRE_HIT_SHARE < self.index_misses + self.index_hits {
+            self.index_retired = true;
+        }
+        self.index_hits = 0;
+        self.index_misses = 0;
     }
 
     fn intern_recent(&mut self, hash: u64, lists: [ListId; 5]) -> ProfileId {
@@ -230,5 +267,34 @@ mod tests {
         assert_eq!(profiles.get(first), lists(u32::MAX - 10));
         assert_eq!(profiles.get(second), lists(u32::MAX - 20));
         assert_eq!(profiles.len(), INDEX_LIMIT + 2);
+    }
+
+    #[test]
+    fn index_retires_when_it_finds_nothing() {
+        let mut profiles = Profiles::default();
+        for n in 0..INDEX_LIMIT as u32 {
+            profiles.intern(lists(n));
+        }
+        // New mixes with one indexed repeat in five: still worth a lookup.
+        for n in 0..RETIRE_WINDOW {
+            if n % 5 == 0 {
+                assert_eq!(profiles.intern(lists(n)), n, "indexed profile found");
+            } else {
+                profiles.intern(lists(u32::MAX / 2 + n));
+            }
+        }
+        assert!(!profiles.index_retired, "one hit in five keeps the index");
+        // Only new mixes: the index stops being consulted.
+        for n in 0..RETIRE_WINDOW {
+            profiles.intern(lists(u32::MAX / 4 + n));
+        }
+        assert!(profiles.index_retired, "no hits retire the index");
+        let again = profiles.intern(lists(7));
+        assert_ne!(again, 7, "a retired index finds no old profile");
+        assert_eq!(
+            profiles.get(again),
+            lists(7),
+            "the new id has the same lists"
+        );
     }
 }
