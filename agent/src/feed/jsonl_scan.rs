@@ -199,8 +199,8 @@ fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut at = start;
     while let Some(chunk) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        // A byte below n sets its high bit in (word - n * ONES) & !word;
-        // the lowest byte flagged is always a true match, because a false
+        // A byte below n sets its high bit in (word - n * ONES) & !word.
+        // The lowest byte flagged is always a true match, because a false
         // one can only come from a borrow out of a true one below it.
         let below = |n: u64, word: u64| word.wrapping_sub(n * ONES) & !word & HIGH;
         let special = below(1, word ^ (u64::from(b'"') * ONES))

@@ -174,8 +174,8 @@ impl Profiles {
     }
 
     /// Counts a lookup that missed the full index, and retires the index
-    /// when it found almost nothing over the last [`RETIRE_WINDOW`] lookups:
-    /// a feed whose every line has its own mix gains nothing from a lookup
+    /// when it found almost nothing over the last [`RETIRE_WINDOW`] lookups.
+    /// A feed whose every line has its own mix gains nothing from a lookup
     /// that costs a cache miss each time.
     fn count_index_miss(&mut self) {
         self.index_misses += 1;
