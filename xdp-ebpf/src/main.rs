@@ -156,10 +156,10 @@ fn host_v4(address: u32) -> Option<u32> {
     let low = *CONTROL.get(Control::HostMultiplierLow as u32)?;
     let high = *CONTROL.get(Control::HostMultiplierHigh as u32)?;
     let multiplier = u64::from(high) << 32 | u64::from(low);
-    let mut bucket = host_table::home(address, multiplier, shift & 63);
-    for _ in 0..host_table::MAX_PROBE {
+    let home = host_table::home(address, multiplier, shift & 63);
+    for step in 0..host_table::MAX_PROBE {
         // A bucket past the end ends the probe: the agent never wraps.
-        let slots = HOSTS_V4.get_ptr(bucket)?;
+        let slots = HOSTS_V4.get_ptr(home + step)?;
         for slot in 0..host_table::SLOTS {
             // SAFETY: the pointer comes from the map and stays valid for the
             // program's run; each entry is read whole, once, because the
@@ -174,7 +174,6 @@ fn host_v4(address: u32) -> Option<u32> {
         if header & host_table::OVERFLOW == 0 {
             return None;
         }
-        bucket += 1;
     }
     None
 }
