@@ -726,6 +726,17 @@ impl Agent {
                 self.observation = observation;
                 self.rebuild(next).map(|()| Installed::Rebuilt)
             }
+            Err(DataplaneError::HostTableFull { entries, buckets }) => {
+                // New maps draw a new multiplier, which spreads the
+                // addresses differently.
+                tracing::info!(
+                    entries,
+                    buckets,
+                    "an address found no free slot in the IPv4 host table; building new maps"
+                );
+                self.observation = observation;
+                self.rebuild(next).map(|()| Installed::Rebuilt)
+            }
             Err(error) => {
                 self.dirty = true;
                 Err(error.into())

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::maps::lpm_trie::LpmTrie;
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, Map, MapData, MapType};
 use intelwall_common::{host_table, map_name};
 use serde::Serialize;
 
@@ -176,23 +176,27 @@ fn map_fill(dir: &Path) -> Result<Vec<MapFill>> {
         let path = dir.join(name);
         let data = MapData::from_pin(&path)
             .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-        let capacity = data
+        let info = data
             .info()
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .max_entries();
-        if name == map_name::HOSTS_V4 {
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let capacity = info.max_entries();
+        // Maps pinned by an agent of pinned format 2 hold IPv4 hosts in a
+        // hash map, which the match below counts.
+        if name == map_name::HOSTS_V4 && matches!(info.map_type(), Ok(MapType::Array)) {
             let table = HostTable::map_read_only(data.fd().as_fd(), capacity)
                 .with_context(|| format!("cannot map {}", path.display()))?;
             fills.push(MapFill {
                 name,
                 entries: table.len(),
-                capacity: capacity.saturating_mul(host_table::ENTRIES_PER_BUCKET),
+                capacity: host_table::buckets_of(capacity)
+                    .saturating_mul(host_table::ENTRIES_PER_BUCKET),
             });
             continue;
         }
         let map =
             Map::from_map_data(data).with_context(|| format!("cannot read {}", path.display()))?;
         let entries = match name {
+            map_name::HOSTS_V4 => HashMap::<_, [u8; 4], u32>::try_from(map)?.keys().count(),
             map_name::HOSTS_V6 => HashMap::<_, [u8; 16], u32>::try_from(map)?.keys().count(),
             map_name::PREFIXES_V4 => LpmTrie::<_, [u8; 4], u32>::try_from(map)?.keys().count(),
             _ => LpmTrie::<_, [u8; 16], u32>::try_from(map)?.keys().count(),

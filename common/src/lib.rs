@@ -406,7 +406,7 @@ pub const MAX_VLAN_TAGS: usize = 2;
 /// cost about half a microsecond of CPU an entry, most of the time it took
 /// to load a million addresses. The
 /// agent instead writes this table through shared memory, in bucket order.
-/// Every change is one aligned 8-byte store, so the XDP program sees an
+/// Every change is one aligned 8-byte store, so the XDP program reads an
 /// entry either whole or not at all.
 ///
 /// An address hashes to a home bucket. It sits in the first bucket from
@@ -475,8 +475,8 @@ pub mod host_table {
     /// Returns the buckets for a table of `entries` at capacity: a power of
     /// two, so that [`home`] needs only a shift.
     pub const fn buckets_for(entries: u32) -> u32 {
-        let wanted = entries.div_ceil(ENTRIES_PER_BUCKET);
-        let buckets = match wanted.checked_next_power_of_two() {
+        let needed = entries.div_ceil(ENTRIES_PER_BUCKET);
+        let buckets = match needed.checked_next_power_of_two() {
             Some(buckets) => buckets,
             None => 1 << 31,
         };
@@ -485,6 +485,20 @@ pub mod host_table {
         } else {
             buckets
         }
+    }
+
+    /// Returns the array elements of a table of `buckets` home buckets.
+    /// The array has [`MAX_PROBE`] - 1 more, so that an address homed in
+    /// the last bucket has as many buckets to probe as any other and no
+    /// probe wraps around.
+    pub const fn elements_for(buckets: u32) -> u32 {
+        buckets + (MAX_PROBE - 1)
+    }
+
+    /// Returns the home buckets of a table of `elements` array elements,
+    /// the inverse of [`elements_for`].
+    pub const fn buckets_of(elements: u32) -> u32 {
+        elements.saturating_sub(MAX_PROBE - 1)
     }
 
     /// Returns the shift of [`home`] for `buckets`, a power of two.

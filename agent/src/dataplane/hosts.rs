@@ -36,7 +36,7 @@ unsafe impl Send for HostTable {}
 unsafe impl Sync for HostTable {}
 
 impl HostTable {
-    /// Maps the `count` buckets of the array behind `map` for reading and
+    /// Maps the `count` elements of the array behind `map` for reading and
     /// writing. `multiplier` and `shift` must be the ones the XDP program
     /// reads from the control map.
     pub fn map(
@@ -48,9 +48,10 @@ impl HostTable {
         HostTable::map_with(map, count, multiplier, shift, true)
     }
 
-    /// Maps the buckets read-only, to count or list entries.
+    /// Maps the buckets read-only, to count or list entries. Lookups in
+    /// such a table all start at bucket 0, since it has no multiplier.
     pub fn map_read_only(map: BorrowedFd<'_>, count: u32) -> io::Result<HostTable> {
-        HostTable::map_with(map, count, 1, 64, false)
+        HostTable::map_with(map, count, 0, 63, false)
     }
 
     fn map_with(
@@ -91,8 +92,10 @@ impl HostTable {
         })
     }
 
+    /// Returns the number of home buckets, without the tail that only
+    /// probes reach.
     pub fn buckets(&self) -> u32 {
-        self.count
+        intelwall_common::host_table::buckets_of(self.count)
     }
 
     /// Returns the eight words of bucket `index` (header first) as atomics.
@@ -134,7 +137,7 @@ impl HostTable {
 
     /// Sets the class of `address`, adding it when absent.
     pub fn upsert(&self, address: u32, class: u32) -> Result<(), TableFull> {
-        debug_assert!(self.writable, "a read-only table is not written");
+        assert!(self.writable, "a read-only table is not written");
         if let Some((bucket, word)) = self.find(address) {
             self.words(bucket)[word].store(entry(address, class), Ordering::Release);
             return Ok(());
@@ -159,7 +162,7 @@ impl HostTable {
 
     /// Removes `address`; returns whether it was there.
     pub fn remove(&self, address: u32) -> bool {
-        debug_assert!(self.writable, "a read-only table is not written");
+        assert!(self.writable, "a read-only table is not written");
         match self.find(address) {
             Some((bucket, word)) => {
                 self.words(bucket)[word].store(0, Ordering::Release);
@@ -196,6 +199,17 @@ impl HostTable {
     #[cfg(test)]
     pub fn home_of(&self, address: u32) -> u32 {
         home(address, self.multiplier, self.shift)
+    }
+
+    /// Empties the table and hashes with `multiplier` from now on. Only for
+    /// a table that no attached program reads yet.
+    pub fn reset(&mut self, multiplier: u64) {
+        for bucket in 0..self.count {
+            for word in self.words(bucket) {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+        self.multiplier = multiplier;
     }
 
     /// Lists every entry, in bucket order.

@@ -273,7 +273,7 @@ impl Dataplane {
     ) -> Result<Dataplane, DataplaneError> {
         check_capacity(capacity, image)?;
         let (mut ebpf, capacity) = create_maps(capacity, maps_dir, interfaces)?;
-        let hosts_v4 = open_host_table(&ebpf)?;
+        let mut hosts_v4 = open_host_table(&ebpf)?;
         let address_maps = ADDRESS_MAPS
             .into_iter()
             .map(|name| Ok((name, owned_map_fd(&ebpf, name)?)))
@@ -292,7 +292,12 @@ impl Dataplane {
             (written, verified)
         });
         verified?;
-        written?;
+        match written {
+            Err(DataplaneError::HostTableFull { .. }) => {
+                refill_hosts(&ebpf, &mut hosts_v4, &image.hosts_v4)?;
+            }
+            other => other?,
+        }
         let mut dataplane = Dataplane::from_loaded(ebpf, hosts_v4, capacity)?;
         dataplane.extras = extras;
         dataplane.write_classes(&image.classes)?;
@@ -674,7 +679,7 @@ fn create_maps(
     loader
         .map_max_entries(
             map_name::HOSTS_V4,
-            host_table::buckets_for(capacity.hosts_v4),
+            host_table::elements_for(host_table::buckets_for(capacity.hosts_v4)),
         )
         .map_max_entries(map_name::HOSTS_V6, capacity.hosts_v6)
         .map_max_entries(map_name::PREFIXES_V4, capacity.prefixes_v4)
@@ -750,12 +755,6 @@ fn write_addresses<'a>(
     hosts_v4: &HostTable,
     image: &MapImage,
 ) -> Result<(), DataplaneError> {
-    hosts_v4
-        .upsert_all(&image.hosts_v4)
-        .map_err(|hosts::TableFull| DataplaneError::HostTableFull {
-            entries: image.hosts_v4.len(),
-            buckets: hosts_v4.buckets(),
-        })?;
     let (keys, values): (Vec<[u8; 16]>, Vec<u32>) = image.hosts_v6.iter().copied().unzip();
     write_map(map_fd, map_name::HOSTS_V6, &keys, &values)?;
     let (keys, values) = prefix_keys(&image.prefixes_v4);
@@ -765,7 +764,10 @@ fn write_addresses<'a>(
     debug_assert_eq!(image.cover_v4.len(), COVER_V4_ENTRIES as usize);
     let keys: Vec<u32> = (0..COVER_V4_ENTRIES).collect();
     let values: Vec<[u8; 1]> = image.cover_v4.iter().map(|flag| [*flag]).collect();
-    write_map(map_fd, map_name::COVER_V4, &keys, &values)
+    write_map(map_fd, map_name::COVER_V4, &keys, &values)?;
+    // Last, so that a host table that is full leaves every other map
+    // written and a retry needs to write only the table again.
+    write_hosts(hosts_v4, &image.hosts_v4)
 }
 
 fn write_map<'a, K: batch::Plain, V: batch::Plain>(
@@ -915,7 +917,60 @@ fn raise_memlock_limit() {
     }
 }
 
-/// Entries the host table of `buckets` buckets is sized for.
+/// Times a fresh load starts the host table over with a new multiplier
+/// when an address finds no free slot.
+const HOST_TABLE_RETRIES: u32 = 3;
+
+fn write_hosts(table: &HostTable, entries: &[([u8; 4], u32)]) -> Result<(), DataplaneError> {
+    table
+        .upsert_all(entries)
+        .map_err(|hosts::TableFull| DataplaneError::HostTableFull {
+            entries: entries.len(),
+            buckets: table.buckets(),
+        })
+}
+
+/// Writes `entries` into `table` again from empty, each time with a new
+/// multiplier, which spreads the addresses anew, until every address has a
+/// slot or [`HOST_TABLE_RETRIES`] attempts failed. Only for maps that no
+/// attached program reads yet.
+fn refill_hosts(
+    ebpf: &Ebpf,
+    table: &mut HostTable,
+    entries: &[([u8; 4], u32)],
+) -> Result<(), DataplaneError> {
+    let mut result = Ok(());
+    for _ in 0..HOST_TABLE_RETRIES {
+        let multiplier = random_odd();
+        table.reset(multiplier);
+        write_multiplier(ebpf, multiplier)?;
+        result = write_hosts(table, entries);
+        if result.is_ok() {
+            break;
+        }
+    }
+    result
+}
+
+/// Writes the host table's multiplier into the control map.
+fn write_multiplier(ebpf: &Ebpf, multiplier: u64) -> Result<(), DataplaneError> {
+    let control = ebpf
+        .map(map_name::CONTROL)
+        .ok_or(DataplaneError::MissingMap(map_name::CONTROL))?;
+    let slots = [
+        Control::HostMultiplierLow as u32,
+        Control::HostMultiplierHigh as u32,
+    ];
+    let halves = [multiplier as u32, (multiplier >> 32) as u32];
+    batch::update(map_data(control).fd().as_fd(), &slots, &halves).map_err(|source| {
+        DataplaneError::Write {
+            map: map_name::CONTROL,
+            source,
+        }
+    })
+}
+
+/// Entries the host table of `buckets` home buckets is sized for.
 fn host_capacity(buckets: u32) -> u32 {
     buckets.saturating_mul(host_table::ENTRIES_PER_BUCKET)
 }
@@ -927,13 +982,14 @@ fn host_capacity(buckets: u32) -> u32 {
 fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
     let map = |name: &'static str| ebpf.map(name).ok_or(DataplaneError::MissingMap(name));
     let hosts = map_data(map(map_name::HOSTS_V4)?);
-    let buckets = hosts
+    let elements = hosts
         .info()
         .map_err(|source| DataplaneError::Read {
             map: map_name::HOSTS_V4,
             source,
         })?
         .max_entries();
+    let buckets = host_table::buckets_of(elements);
     let control_map = map(map_name::CONTROL)?;
     let control: Array<&MapData, u32> =
         Array::try_from(control_map).map_err(|source| DataplaneError::Read {
@@ -952,16 +1008,8 @@ fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
     let multiplier = match read(Control::HostShift)? {
         0 => {
             let multiplier = random_odd();
+            write_multiplier(ebpf, multiplier)?;
             let control_fd = map_data(control_map).fd().as_fd();
-            let slots = [
-                Control::HostMultiplierLow as u32,
-                Control::HostMultiplierHigh as u32,
-            ];
-            let halves = [multiplier as u32, (multiplier >> 32) as u32];
-            batch::update(control_fd, &slots, &halves).map_err(|source| DataplaneError::Write {
-                map: map_name::CONTROL,
-                source,
-            })?;
             batch::update(control_fd, &[Control::HostShift as u32], &[shift]).map_err(
                 |source| DataplaneError::Write {
                     map: map_name::CONTROL,
@@ -985,7 +1033,7 @@ fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
             });
         }
     };
-    HostTable::map(hosts.fd().as_fd(), buckets, multiplier, shift).map_err(|source| {
+    HostTable::map(hosts.fd().as_fd(), elements, multiplier, shift).map_err(|source| {
         DataplaneError::Write {
             map: map_name::HOSTS_V4,
             source,
@@ -1240,6 +1288,47 @@ mod tests {
         );
         for address in &crowd[..capacity] {
             assert_eq!(dataplane.hosts_v4.get(*address), Some(1));
+        }
+    }
+
+    #[test]
+    fn full_host_table_refills_with_new_multiplier() {
+        if !is_root() {
+            return;
+        }
+        let mut dataplane = Dataplane::load(small()).unwrap();
+        let crowd = sharing_home(
+            &dataplane,
+            10,
+            host_table::MAX_PROBE as usize * host_table::SLOTS + 1,
+        );
+        let mut cover_v4 = vec![0; COVER_V4_ENTRIES as usize];
+        for address in &crowd {
+            cover_v4[(address >> 16) as usize] = intelwall_common::cover::HOSTS;
+        }
+        let image = MapImage {
+            hosts_v4: crowd.iter().map(|a| (a.to_be_bytes(), 1)).collect(),
+            cover_v4,
+            classes: drop_classes(),
+            ..MapImage::default()
+        };
+        let error = dataplane.write_initial(&image).unwrap_err();
+        assert!(
+            matches!(error, DataplaneError::HostTableFull { .. }),
+            "{error}"
+        );
+        // The other maps were written before the table filled up.
+        let written = dataplane.read_image(3).unwrap();
+        assert_eq!(written.cover_v4, image.cover_v4);
+
+        refill_hosts(&dataplane.ebpf, &mut dataplane.hosts_v4, &image.hosts_v4).unwrap();
+        dataplane.write_classes(&image.classes).unwrap();
+        assert_eq!(dataplane.hosts_v4.len(), crowd.len());
+        for address in &crowd {
+            let action = dataplane
+                .test_run(&ipv4_frame(address.to_be_bytes()))
+                .unwrap();
+            assert_eq!(action, 1, "{address:#x} is dropped (XDP_DROP)");
         }
     }
 
