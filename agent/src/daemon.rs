@@ -248,15 +248,18 @@ async fn run_async(options: RunOptions) -> Result<()> {
         tracing::info!(%address, "serving Prometheus metrics at /metrics");
         tokio::spawn(metrics::serve(listener, scrape_tx));
     }
-    crate::service::notify_ready();
+    // The handlers go in before READY=1: a supervisor may signal as soon as
+    // it reads it, and an unhandled SIGTERM or SIGINT would kill the agent
+    // without leaving or removing its pins as documented.
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let (trigger_tx, mut triggers) = mpsc::channel::<Trigger>(16);
     let _watcher = watch_files(&agent.current.config, trigger_tx.clone());
     spawn_timers(&agent.current, trigger_tx.clone());
+    crate::service::notify_ready();
 
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let stop = loop {
         tokio::select! {
             _ = interrupt.recv() => break Stop::Detach,

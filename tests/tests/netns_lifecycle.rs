@@ -412,7 +412,8 @@ fn run_and_leave(testbed: &Testbed, config: &Path, adopts: bool) {
     let output = agent.stop_with(libc::SIGTERM).expect("agent stops");
     assert!(
         output.status.success(),
-        "agent failed on SIGTERM:\n{}",
+        "agent failed on SIGTERM ({}):\n{}",
+        output.status,
         output.stderr
     );
 }
