@@ -407,7 +407,9 @@ pub const MAX_VLAN_TAGS: usize = 2;
 /// to load a million addresses. The
 /// agent instead writes this table through shared memory, in bucket order.
 /// Every change is one aligned 8-byte store, so the XDP program reads an
-/// entry either whole or not at all.
+/// entry either whole or not at all. NOTE: that holds where the JIT loads
+/// 8 bytes in one instruction (64-bit hosts); a 32-bit JIT such as arm32
+/// splits the load, and an entry rewritten in place could be read torn.
 ///
 /// An address hashes to a home bucket. It sits in the first bucket from
 /// there with a free slot, at most [`MAX_PROBE`] buckets on; every bucket it
