@@ -118,9 +118,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what is attached where, since when, with which config
-    /// fingerprint, the feeds with their indicator counts and load times,
-    /// and how full the maps are.
+    /// Show what is attached where, since when, whether an agent runs,
+    /// with which config fingerprint, the feeds with their indicator counts
+    /// and load times, and how full the maps are.
     Status {
         /// Config file whose [agent] pin_dir and state_dir to read; the
         /// defaults (/sys/fs/bpf/intelwall, /var/lib/intelwall) otherwise.

@@ -147,9 +147,9 @@ impl Next {
 /// Takes the lock that makes this the only agent managing the pinned state,
 /// held until the process exits (an exit of any kind releases it).
 fn lock_agent(layout: &PinLayout) -> Result<std::fs::File> {
-    let dir = layout.state_file.parent().unwrap_or(Path::new("."));
+    let path = layout.agent_lock();
+    let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("agent.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -64,6 +64,15 @@ pub struct PinLayout {
 }
 
 impl PinLayout {
+    /// Returns the file whose lock an agent holds while it manages this
+    /// layout.
+    pub fn agent_lock(&self) -> PathBuf {
+        self.state_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("agent.lock")
+    }
+
     pub fn new(pin_dir: &Path, state_dir: &Path) -> PinLayout {
         PinLayout {
             root: pin_dir.to_owned(),

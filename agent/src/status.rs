@@ -19,6 +19,8 @@ struct Status {
     state_file: String,
     fingerprint: Option<String>,
     format_version: Option<u32>,
+    /// The process id of the agent that manages the pins, when one runs.
+    agent_pid: Option<u32>,
     interfaces: Vec<PinnedInterface>,
     /// Interfaces whose tagged packets get their mark (a pinned TC link).
     tagging: Vec<String>,
@@ -68,6 +70,7 @@ pub fn status(layout: &PinLayout, json: bool) -> Result<()> {
         state_file: layout.state_file.display().to_string(),
         fingerprint: state.as_ref().map(|state| state.fingerprint.clone()),
         format_version: state.as_ref().map(|state| state.version),
+        agent_pid: agent_pid(layout),
         tagging: pinned
             .iter()
             .filter(|name| layout.tag_link(name).exists())
@@ -117,6 +120,18 @@ fn status_text(status: &Status) -> String {
             interface.name, interface.mode, interface.since
         );
     }
+    match status.agent_pid {
+        Some(pid) => {
+            let _ = writeln!(text, "agent running (pid {pid})");
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "no agent running: the program enforces the maps as last written, and no \
+                 feed reloads until an agent starts"
+            );
+        }
+    }
     feeds_text(&mut text, status);
     for map in &status.maps {
         let percent = if map.capacity == 0 {
@@ -162,6 +177,35 @@ fn feeds_text(text: &mut String, status: &Status) {
             "feed {}: {} {noun}, last loaded {loaded}",
             feed.name, feed.indicators
         );
+    }
+}
+
+/// Returns the pid of the process that holds the agent lock of `layout`.
+/// It reads /proc/locks instead of trying the lock, because a lock taken
+/// even for a moment would make an agent that starts then refuse to run.
+fn agent_pid(layout: &PinLayout) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let lock = std::fs::metadata(layout.agent_lock()).ok()?;
+    let device = lock.dev();
+    // /proc/locks names a file as major:minor:inode, the first two in hex.
+    let file = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(device),
+        libc::minor(device),
+        lock.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| holder_pid(line, &file))
+}
+
+/// Returns the pid in a /proc/locks line such as
+/// `1: FLOCK  ADVISORY  WRITE 1234 fe:00:5407218 0 EOF` when it is a held
+/// flock on `file`. Lines of waiting processes carry `->` and do not match.
+fn holder_pid(line: &str, file: &str) -> Option<u32> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    match fields.as_slice() {
+        [_, "FLOCK", _, _, pid, id, ..] if *id == file => pid.parse().ok(),
+        _ => None,
     }
 }
 
@@ -271,12 +315,26 @@ mod tests {
         layout
     }
 
+    #[test]
+    fn lock_holder_read_from_proc_locks() {
+        let file = "fe:00:5407218";
+        let holder = "1: FLOCK  ADVISORY  WRITE 30519 fe:00:5407218 0 EOF";
+        assert_eq!(holder_pid(holder, file), Some(30519));
+        let other_file = "2: FLOCK  ADVISORY  WRITE 30519 fe:00:10133508 0 EOF";
+        assert_eq!(holder_pid(other_file, file), None);
+        let waiting = "1: -> FLOCK  ADVISORY  WRITE 4242 fe:00:5407218 0 EOF";
+        assert_eq!(holder_pid(waiting, file), None);
+        let posix = "3: POSIX  ADVISORY  WRITE 777 fe:00:5407218 0 EOF";
+        assert_eq!(holder_pid(posix, file), None);
+    }
+
     fn attached_status(indicators: Option<u64>, feeds: Vec<PinnedFeed>) -> Status {
         Status {
             pin_dir: "/sys/fs/bpf/intelwall".to_owned(),
             state_file: "/var/lib/intelwall/pinned.json".to_owned(),
             fingerprint: Some("0123456789abcdef".to_owned()),
-            format_version: Some(2),
+            format_version: Some(3),
+            agent_pid: Some(4242),
             interfaces: vec![PinnedInterface {
                 name: "veth0".to_owned(),
                 mode: "native".to_owned(),
@@ -307,12 +365,23 @@ mod tests {
         let text = status_text(&attached_status(Some(1201), feeds));
 
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[2], "1201 distinct indicators from 2 feeds");
+        assert_eq!(lines[2], "agent running (pid 4242)");
+        assert_eq!(lines[3], "1201 distinct indicators from 2 feeds");
         assert_eq!(
-            lines[3],
+            lines[4],
             "feed drop: 1200 indicators, last loaded 2026-01-02T03:04:05Z"
         );
-        assert_eq!(lines[4], "feed scan: 1 indicator, last loaded unknown");
+        assert_eq!(lines[5], "feed scan: 1 indicator, last loaded unknown");
+    }
+
+    #[test]
+    fn status_text_says_no_agent_runs() {
+        let mut status = attached_status(None, Vec::new());
+        status.agent_pid = None;
+
+        let text = status_text(&status);
+
+        assert!(text.contains("no agent running"), "{text}");
     }
 
     #[test]

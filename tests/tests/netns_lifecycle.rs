@@ -312,6 +312,10 @@ fn sigkill_keeps_protection_and_restart_adopts() {
     let status: serde_json::Value =
         serde_json::from_slice(&status.stdout).expect("status prints JSON");
     assert_eq!(status["interfaces"][0]["name"], "veth-rx");
+    assert!(
+        status["agent_pid"].is_null(),
+        "status names an agent after SIGTERM: {status}"
+    );
     assert_eq!(status["maps"][0]["name"], "HOSTS_V4");
     // The IPv4 host map holds the feed's four hosts plus whatever the safety
     // allowlist found in the namespace; `check` there compiles the same.
@@ -408,6 +412,11 @@ fn run_and_leave(testbed: &Testbed, config: &Path, adopts: bool) {
         stderr.contains("adopted the pinned maps"),
         adopts,
         "expected adoption: {adopts}; agent stderr:\n{stderr}"
+    );
+    assert_eq!(
+        status_json(config)["agent_pid"],
+        agent.pid(),
+        "status names the running agent"
     );
     let output = agent.stop_with(libc::SIGTERM).expect("agent stops");
     assert!(
