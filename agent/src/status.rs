@@ -232,8 +232,7 @@ fn map_fill(dir: &Path) -> Result<Vec<MapFill>> {
             fills.push(MapFill {
                 name,
                 entries: table.len(),
-                capacity: host_table::buckets_of(capacity)
-                    .saturating_mul(host_table::ENTRIES_PER_BUCKET),
+                capacity: host_table::capacity_of(capacity),
             });
             continue;
         }

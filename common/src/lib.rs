@@ -130,7 +130,7 @@ pub enum Control {
     /// not read it.
     Sequence = 1,
     /// Low half of the odd multiplier that hashes an IPv4 address to its
-    /// home bucket in [`map_name::HOSTS_V4`]; see [`host_table`].
+    /// home bucket in [`map_name::HOSTS_V4`], as [`host_table`] describes.
     HostMultiplierLow = 2,
     /// High half of the multiplier.
     HostMultiplierHigh = 3,
@@ -407,9 +407,9 @@ pub const MAX_VLAN_TAGS: usize = 2;
 /// to load a million addresses. The
 /// agent instead writes this table through shared memory, in bucket order.
 /// Every change is one aligned 8-byte store, so the XDP program reads an
-/// entry either whole or not at all. NOTE: that holds where the JIT loads
-/// 8 bytes in one instruction (64-bit hosts); a 32-bit JIT such as arm32
-/// splits the load, and an entry rewritten in place could be read torn.
+/// entry either whole or not at all. NOTE: this is true where the JIT loads
+/// 8 bytes in one instruction (64-bit hosts). A 32-bit JIT such as arm32
+/// splits the load, so an entry rewritten in place could be read torn.
 ///
 /// An address hashes to a home bucket. It sits in the first bucket from
 /// there with a free slot, at most [`MAX_PROBE`] buckets on; every bucket it
@@ -501,6 +501,12 @@ pub mod host_table {
     /// the inverse of [`elements_for`].
     pub const fn buckets_of(elements: u32) -> u32 {
         elements.saturating_sub(MAX_PROBE - 1)
+    }
+
+    /// Returns the entries a table of `elements` array elements is sized
+    /// for: [`ENTRIES_PER_BUCKET`] in each home bucket.
+    pub const fn capacity_of(elements: u32) -> u32 {
+        buckets_of(elements).saturating_mul(ENTRIES_PER_BUCKET)
     }
 
     /// Returns the shift of [`home`] for `buckets`, a power of two.

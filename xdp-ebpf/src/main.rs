@@ -146,7 +146,7 @@ fn lookup_v4(addr: [u8; 4]) -> u32 {
 }
 
 /// Finds `address` in the host table: its home bucket, then the next ones
-/// while the one before says an entry overflowed past it.
+/// while the one before carries the overflow flag.
 #[inline(always)]
 fn host_v4(address: u32) -> Option<u32> {
     let shift = *CONTROL.get(Control::HostShift as u32)?;
@@ -162,8 +162,8 @@ fn host_v4(address: u32) -> Option<u32> {
         let slots = HOSTS_V4.get_ptr(home + step)?;
         for slot in 0..host_table::SLOTS {
             // SAFETY: the pointer comes from the map and stays valid for the
-            // program's run; each entry is read whole, once, because the
-            // agent rewrites entries in place with single 8-byte stores.
+            // program's run. Each entry is read once, in one 8-byte load,
+            // because the agent rewrites entries in place with single stores.
             let entry = unsafe { core::ptr::read_volatile(&(*slots).slots[slot]) };
             if let Some(class) = host_table::class_of(entry, address) {
                 return Some(class);

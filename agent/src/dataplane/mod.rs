@@ -483,12 +483,7 @@ impl Dataplane {
     }
 
     fn write_hosts_v4(&self, entries: &[([u8; 4], u32)]) -> Result<(), DataplaneError> {
-        self.hosts_v4
-            .upsert_all(entries)
-            .map_err(|hosts::TableFull| DataplaneError::HostTableFull {
-                entries: self.hosts_v4.len(),
-                buckets: self.hosts_v4.buckets(),
-            })
+        write_hosts(&self.hosts_v4, entries)
     }
 
     fn map_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, DataplaneError> {
@@ -675,12 +670,10 @@ fn create_maps(
         .and_then(|dir| PinnedCounterMaps::open(dir).ok())
         .and_then(|maps| maps.counters().class_slots().ok())
         .unwrap_or(capacity.classes);
+    let host_elements = host_table::elements_for(host_table::buckets_for(capacity.hosts_v4));
     let mut loader = take_loader();
     loader
-        .map_max_entries(
-            map_name::HOSTS_V4,
-            host_table::elements_for(host_table::buckets_for(capacity.hosts_v4)),
-        )
+        .map_max_entries(map_name::HOSTS_V4, host_elements)
         .map_max_entries(map_name::HOSTS_V6, capacity.hosts_v6)
         .map_max_entries(map_name::PREFIXES_V4, capacity.prefixes_v4)
         .map_max_entries(map_name::PREFIXES_V6, capacity.prefixes_v6)
@@ -698,7 +691,7 @@ fn create_maps(
     }
     let ebpf = loader.load(XDP_OBJECT).map_err(DataplaneError::Load)?;
     let capacity = Capacity {
-        hosts_v4: host_capacity(host_table::buckets_for(capacity.hosts_v4)),
+        hosts_v4: host_table::capacity_of(host_elements),
         classes: class_slots,
         ..capacity
     };
@@ -921,11 +914,13 @@ fn raise_memlock_limit() {
 /// when an address finds no free slot.
 const HOST_TABLE_RETRIES: u32 = 3;
 
+/// Writes `entries` into `table`. A full table is reported with the
+/// entries it contains.
 fn write_hosts(table: &HostTable, entries: &[([u8; 4], u32)]) -> Result<(), DataplaneError> {
     table
         .upsert_all(entries)
         .map_err(|hosts::TableFull| DataplaneError::HostTableFull {
-            entries: entries.len(),
+            entries: table.len(),
             buckets: table.buckets(),
         })
 }
@@ -954,25 +949,27 @@ fn refill_hosts(
 
 /// Writes the host table's multiplier into the control map.
 fn write_multiplier(ebpf: &Ebpf, multiplier: u64) -> Result<(), DataplaneError> {
+    let slots = [Control::HostMultiplierLow, Control::HostMultiplierHigh];
+    write_control(
+        ebpf,
+        &slots,
+        &[multiplier as u32, (multiplier >> 32) as u32],
+    )
+}
+
+/// Writes `values` into `slots` of the control map of maps that are not
+/// wrapped in a [`Dataplane`] yet.
+fn write_control(ebpf: &Ebpf, slots: &[Control], values: &[u32]) -> Result<(), DataplaneError> {
     let control = ebpf
         .map(map_name::CONTROL)
         .ok_or(DataplaneError::MissingMap(map_name::CONTROL))?;
-    let slots = [
-        Control::HostMultiplierLow as u32,
-        Control::HostMultiplierHigh as u32,
-    ];
-    let halves = [multiplier as u32, (multiplier >> 32) as u32];
-    batch::update(map_data(control).fd().as_fd(), &slots, &halves).map_err(|source| {
+    let slots: Vec<u32> = slots.iter().map(|slot| *slot as u32).collect();
+    batch::update(map_data(control).fd().as_fd(), &slots, values).map_err(|source| {
         DataplaneError::Write {
             map: map_name::CONTROL,
             source,
         }
     })
-}
-
-/// Entries the host table of `buckets` home buckets is sized for.
-fn host_capacity(buckets: u32) -> u32 {
-    buckets.saturating_mul(host_table::ENTRIES_PER_BUCKET)
 }
 
 /// Maps the host table of freshly loaded maps. New maps get a random
@@ -990,9 +987,8 @@ fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
         })?
         .max_entries();
     let buckets = host_table::buckets_of(elements);
-    let control_map = map(map_name::CONTROL)?;
     let control: Array<&MapData, u32> =
-        Array::try_from(control_map).map_err(|source| DataplaneError::Read {
+        Array::try_from(map(map_name::CONTROL)?).map_err(|source| DataplaneError::Read {
             map: map_name::CONTROL,
             source,
         })?;
@@ -1009,13 +1005,7 @@ fn open_host_table(ebpf: &Ebpf) -> Result<HostTable, DataplaneError> {
         0 => {
             let multiplier = random_odd();
             write_multiplier(ebpf, multiplier)?;
-            let control_fd = map_data(control_map).fd().as_fd();
-            batch::update(control_fd, &[Control::HostShift as u32], &[shift]).map_err(
-                |source| DataplaneError::Write {
-                    map: map_name::CONTROL,
-                    source,
-                },
-            )?;
+            write_control(ebpf, &[Control::HostShift], &[shift])?;
             multiplier
         }
         pinned if pinned == shift => {
@@ -1139,7 +1129,10 @@ mod tests {
         let mut dataplane = Dataplane::load(small()).unwrap();
         // The host table rounds its capacity up to whole buckets.
         let capacity = dataplane.capacity().hosts_v4;
-        assert_eq!(capacity, host_capacity(host_table::MIN_BUCKETS));
+        assert_eq!(
+            capacity,
+            host_table::capacity_of(host_table::elements_for(host_table::MIN_BUCKETS))
+        );
         let image = MapImage {
             hosts_v4: (0..=capacity)
                 .map(|host| ((0xc000_0000 | host).to_be_bytes(), 1))
@@ -1227,11 +1220,31 @@ mod tests {
             .collect()
     }
 
-    fn drop_classes() -> Vec<ClassEntry> {
+    /// Builds an image of `crowd` in class 1, which drops, with the cover
+    /// flags that send each address to the host table.
+    fn crowd_image(crowd: &[u32]) -> MapImage {
         let mut classes = vec![ClassEntry::default(); 3];
         classes[1].fate = intelwall_common::Fate::Drop as u32;
         classes[2].fate = intelwall_common::Fate::Allow as u32;
-        classes
+        let mut cover_v4 = vec![0; COVER_V4_ENTRIES as usize];
+        for address in crowd {
+            cover_v4[(address >> 16) as usize] = intelwall_common::cover::HOSTS;
+        }
+        MapImage {
+            hosts_v4: crowd.iter().map(|a| (a.to_be_bytes(), 1)).collect(),
+            cover_v4,
+            classes,
+            ..MapImage::default()
+        }
+    }
+
+    fn assert_dropped(dataplane: &mut Dataplane, addresses: &[u32]) {
+        for address in addresses {
+            let action = dataplane
+                .test_run(&ipv4_frame(address.to_be_bytes()))
+                .unwrap();
+            assert_eq!(action, 1, "{address:#x} is dropped (XDP_DROP)");
+        }
     }
 
     #[test]
@@ -1243,23 +1256,9 @@ mod tests {
         let capacity = host_table::MAX_PROBE as usize * host_table::SLOTS;
         // Three buckets' worth share home 3, so they spill into 4 and 5.
         let crowd = sharing_home(&dataplane, 3, 3 * host_table::SLOTS);
-        let mut cover_v4 = vec![0; COVER_V4_ENTRIES as usize];
-        for address in &crowd {
-            cover_v4[(address >> 16) as usize] = intelwall_common::cover::HOSTS;
-        }
-        let image = MapImage {
-            hosts_v4: crowd.iter().map(|a| (a.to_be_bytes(), 1)).collect(),
-            cover_v4,
-            classes: drop_classes(),
-            ..MapImage::default()
-        };
+        let image = crowd_image(&crowd);
         dataplane.write_initial(&image).unwrap();
-        for address in &crowd {
-            let action = dataplane
-                .test_run(&ipv4_frame(address.to_be_bytes()))
-                .unwrap();
-            assert_eq!(action, 1, "{address:#x} is dropped (XDP_DROP)");
-        }
+        assert_dropped(&mut dataplane, &crowd);
         // A removal in the home bucket leaves the flags that lead past it.
         let last = *crowd.last().unwrap();
         dataplane
@@ -1302,16 +1301,7 @@ mod tests {
             10,
             host_table::MAX_PROBE as usize * host_table::SLOTS + 1,
         );
-        let mut cover_v4 = vec![0; COVER_V4_ENTRIES as usize];
-        for address in &crowd {
-            cover_v4[(address >> 16) as usize] = intelwall_common::cover::HOSTS;
-        }
-        let image = MapImage {
-            hosts_v4: crowd.iter().map(|a| (a.to_be_bytes(), 1)).collect(),
-            cover_v4,
-            classes: drop_classes(),
-            ..MapImage::default()
-        };
+        let image = crowd_image(&crowd);
         let error = dataplane.write_initial(&image).unwrap_err();
         assert!(
             matches!(error, DataplaneError::HostTableFull { .. }),
@@ -1324,12 +1314,7 @@ mod tests {
         refill_hosts(&dataplane.ebpf, &mut dataplane.hosts_v4, &image.hosts_v4).unwrap();
         dataplane.write_classes(&image.classes).unwrap();
         assert_eq!(dataplane.hosts_v4.len(), crowd.len());
-        for address in &crowd {
-            let action = dataplane
-                .test_run(&ipv4_frame(address.to_be_bytes()))
-                .unwrap();
-            assert_eq!(action, 1, "{address:#x} is dropped (XDP_DROP)");
-        }
+        assert_dropped(&mut dataplane, &crowd);
     }
 
     #[test]

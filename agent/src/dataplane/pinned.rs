@@ -235,9 +235,7 @@ impl Dataplane {
             Ok(info.max_entries())
         };
         Ok(super::Capacity {
-            hosts_v4: super::host_capacity(intelwall_common::host_table::buckets_of(max_entries(
-                map_name::HOSTS_V4,
-            )?)),
+            hosts_v4: intelwall_common::host_table::capacity_of(max_entries(map_name::HOSTS_V4)?),
             hosts_v6: max_entries(map_name::HOSTS_V6)?,
             prefixes_v4: max_entries(map_name::PREFIXES_V4)?,
             prefixes_v6: max_entries(map_name::PREFIXES_V6)?,

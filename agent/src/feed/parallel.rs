@@ -95,8 +95,9 @@ fn load_part(
 ) -> Result<Part, FeedError> {
     let path = config.path.as_path();
     let at_file_start = start == 0;
-    let part_lines = estimate_lines(path, start, end)?;
-    let records = estimate_lines(path, start, records_end)?;
+    let sample = sample_lines(path, start, end)?;
+    let part_lines = estimate_lines(end - start, sample);
+    let records = estimate_lines(records_end - start, sample);
     let file = open_at(path, start)?;
     let reader = BufReader::with_capacity(READ_BUFFER_BYTES, file.take(end - start));
     let mut lines = if at_file_start {
@@ -121,9 +122,9 @@ fn load_part(
     })
 }
 
-/// Estimates the lines in `start..end` of the file from the line ends in
-/// its first 64 KiB, with a tenth to spare.
-fn estimate_lines(path: &Path, start: u64, end: u64) -> Result<usize, FeedError> {
+/// Counts the line ends in the first 64 KiB of `start..end` of the file.
+/// Returns them with the number of bytes read.
+fn sample_lines(path: &Path, start: u64, end: u64) -> Result<(u64, u64), FeedError> {
     const SAMPLE: u64 = 64 * 1024;
     let mut sample = Vec::with_capacity(SAMPLE as usize);
     open_at(path, start)?
@@ -134,9 +135,15 @@ fn estimate_lines(path: &Path, start: u64, end: u64) -> Result<usize, FeedError>
             line: 0,
             source,
         })?;
-    let line_ends = memchr::memchr_iter(b'\n', &sample).count().max(1) as u64;
-    let estimate = (end - start) * line_ends / sample.len().max(1) as u64;
-    Ok((estimate + estimate / 10) as usize)
+    let line_ends = memchr::memchr_iter(b'\n', &sample).count() as u64;
+    Ok((line_ends, sample.len() as u64))
+}
+
+/// Estimates the lines in `bytes` bytes at the density of a sample from
+/// [`sample_lines`], with a tenth to spare.
+fn estimate_lines(bytes: u64, (line_ends, sampled): (u64, u64)) -> usize {
+    let estimate = bytes * line_ends.max(1) / sampled.max(1);
+    (estimate + estimate / 10) as usize
 }
 
 /// Cuts `0..size` into at most `count` ranges that each end after a line
